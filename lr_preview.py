@@ -1,0 +1,144 @@
+"""Preview of compiled schedules: a text table per network and PNG plots.
+
+Re-exported by :mod:`lr_scheduler` (``lr_scheduler.plot_schedules`` etc.), kept apart so the
+training path never imports matplotlib. Figures use the Agg canvas directly: no pyplot state,
+no GUI backend, safe in worker processes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from lr_scheduler import Schedule, ScheduleSet
+
+SchedulesLike = Mapping[str, Schedule] | Schedule
+
+
+def _as_mapping(schedules: SchedulesLike) -> Mapping[str, Schedule]:
+    return {"lr": schedules} if isinstance(schedules, Schedule) else schedules
+
+
+def _horizon(schedules: Mapping[str, Schedule], total_steps: int | None) -> int:
+    if total_steps:
+        return int(total_steps)
+    last = max((b for s in schedules.values() for b in s.boundaries), default=0)
+    return max(int(last * 1.1), 1)
+
+
+def _sample_steps(schedule: Schedule, horizon: int, points: int = 2000) -> np.ndarray:
+    """A grid plus both sides of every boundary, so steps and jumps are drawn sharp."""
+    marks = np.array([b for b in schedule.boundaries if b <= horizon], dtype=np.int64)
+    grid = np.linspace(0, horizon, points).astype(np.int64)
+    steps = np.concatenate([grid, marks, np.maximum(marks - 1, 0)])
+    return np.unique(np.clip(steps, 0, horizon))
+
+
+def format_preview(
+    schedules: ScheduleSet | Mapping[str, Schedule], total_steps: int | None = None
+) -> str:
+    """A table per network: LR at every boundary, at the end of training, min and max."""
+    total = total_steps if total_steps is not None else getattr(schedules, "total_steps", None)
+    lines = []
+    if getattr(schedules, "disabled", False):
+        lines.append("LR_SCHEDULE_DISABLE=1: schedule ignored, every network uses its base lr")
+    knobs = getattr(schedules, "knobs", {})
+    if knobs:
+        lines.append("preset knobs: " + ", ".join(f"{k}={v}" for k, v in knobs.items()))
+    for name, schedule in schedules.items():
+        scheduled = name in getattr(schedules, "scheduled", schedules.keys())
+        horizon = _horizon({name: schedule}, total)
+        lines.append("")
+        lines.append(f"[{name}]" + ("" if scheduled else "  (not in the schedule: base lr)"))
+        lines.append(f"  {'step':>12}  {'lr':>11}  interval")
+        for k, interval in enumerate(schedule.intervals):
+            end = "end" if interval.end is None else interval.end
+            note = f"{interval.type} [{interval.start}, {end})"
+            if total is not None and interval.start >= total:
+                note += "  (never reached: after the end of training)"
+            lines.append(f"  {interval.start:>12}  {schedule(interval.start):>11.4e}  #{k} {note}")
+        if schedule.end is not None:
+            lines.append(
+                f"  {schedule.end:>12}  {schedule(schedule.end):>11.4e}  "
+                "end of schedule (held after)"
+            )
+        steps = _sample_steps(schedule, max(horizon - 1, 0))
+        values = schedule.values(steps)
+        if total is not None:
+            lines.append(f"  {total:>12}  {schedule(total):>11.4e}  end of training")
+            if schedule.end is not None and schedule.end < total:
+                lines.append(
+                    f"  note: the schedule ends at step {schedule.end}, before training ends at "
+                    f"{total}; the lr holds {schedule(schedule.end):.4e} from there"
+                )
+        lines.append(f"  min {values.min():.4e}   max {values.max():.4e}")
+    return "\n".join(lines).lstrip("\n")
+
+
+def _draw(
+    ax, schedules: Mapping[str, Schedule], total_steps: int | None, title: str | None
+) -> None:
+    horizon = _horizon(schedules, total_steps)
+    marked: set[int] = set()
+    for name, schedule in schedules.items():
+        steps = _sample_steps(schedule, horizon)
+        (line,) = ax.plot(steps, schedule.values(steps), label=name, linewidth=1.6)
+        for boundary in schedule.boundaries[1:]:
+            if boundary < horizon and boundary not in marked:
+                ax.axvline(boundary, color="0.6", linestyle=":", linewidth=0.8)
+                marked.add(boundary)
+    if total_steps:
+        ax.axvline(
+            total_steps, color="tab:red", linestyle="--", linewidth=0.9, label="end of training"
+        )
+    ax.set_yscale("log")
+    ax.set_xlabel("global step")
+    ax.set_ylabel("learning rate")
+    ax.grid(True, which="both", alpha=0.25)
+    ax.legend(fontsize="small")
+    if title:
+        ax.set_title(title)
+
+
+def _save(fig: Figure, path: str | Path | None) -> Figure:
+    if path is not None:
+        FigureCanvasAgg(fig)
+        fig.savefig(path, dpi=110, bbox_inches="tight")
+    return fig
+
+
+def plot_schedules(
+    schedules: SchedulesLike,
+    total_steps: int | None = None,
+    path: str | Path | None = None,
+    *,
+    title: str | None = None,
+) -> Figure:
+    """One curve per network on a log LR axis, interval boundaries dotted; PNG to ``path``."""
+    schedules = _as_mapping(schedules)
+    total = total_steps if total_steps is not None else getattr(schedules, "total_steps", None)
+    fig = Figure(figsize=(8, 4.5))
+    _draw(fig.add_subplot(1, 1, 1), schedules, total, title)
+    return _save(fig, path)
+
+
+def plot_comparison(
+    named: Mapping[str, SchedulesLike],
+    total_steps: int | None = None,
+    path: str | Path | None = None,
+) -> Figure:
+    """Several schedules (or schedule sets) side by side, one panel each, shared LR axis."""
+    if not named:
+        raise ValueError("plot_comparison needs at least one schedule")
+    fig = Figure(figsize=(4.5 * len(named), 4))
+    axes = fig.subplots(1, len(named), sharey=True, squeeze=False)[0]
+    for ax, (title, schedules) in zip(axes, named.items(), strict=True):
+        schedules = _as_mapping(schedules)
+        total = total_steps if total_steps is not None else getattr(schedules, "total_steps", None)
+        _draw(ax, schedules, total, title)
+    fig.tight_layout()
+    return _save(fig, path)

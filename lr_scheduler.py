@@ -1,0 +1,931 @@
+"""Per-network learning-rate schedules that are pure functions of the global step.
+
+The data path is one line: a config (OmegaConf node or plain dict) goes through
+:func:`compile_schedules`, which validates it and returns a :class:`ScheduleSet` of immutable
+:class:`Schedule` objects, one per network; an :class:`LRController` binds those to optimizer
+param groups and writes ``schedule(global_step)`` into them. Nothing is counted anywhere, so a
+resumed run cannot jump: the step is the only state.
+
+Relative values use two OmegaConf resolvers registered on import:
+
+* ``${base_lr:0.5}``  -> 0.5 x the base learning rate (top-level ``lr``)
+* ``${run_frac:0.25}`` -> 25 % of the run, in global steps (``num_train_frames / action_repeat``)
+
+Library users without Hydra can use the builders :func:`warmup_decay`, :func:`join` and
+:func:`multi_step`, the ``torch.optim`` adapter :class:`ScheduledLR`, and the plotting helpers.
+"""
+
+from __future__ import annotations
+
+import bisect
+import copy
+import difflib
+import hashlib
+import json
+import logging
+import math
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, replace
+from types import MappingProxyType
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+log = logging.getLogger(__name__)
+
+DISABLE_ENV_VAR = "LR_SCHEDULE_DISABLE"
+NETWORKS: tuple[str, ...] = ("encoder", "actor", "critic")
+INTERVAL_TYPES: tuple[str, ...] = ("step_decay", "exponential_decay", "linear", "cosine")
+TYPE_ALIASES = {"exponential": "exponential_decay"}
+DEFAULT_TYPE = "step_decay"
+INTERVAL_KEYS = (
+    "type", "start", "end", "lr", "init_lr", "final_lr", "decay_rate", "decay_interval", "min_lr",
+)  # fmt: skip
+NETWORK_KEYS = ("type", "intervals")
+# Documented defaults for keys a shape needs but an interval lacks (e.g. after a `type` switch).
+DEFAULT_LAST_FINAL_FACTOR = 0.1  # last interval's final_lr = init_lr x this
+DEFAULT_DECAY_STEPS = 100  # exponential_decay: decay_interval = interval length / this
+
+
+class ScheduleError(ValueError):
+    """A schedule is malformed. The message names the config key path and what is accepted."""
+
+    def __init__(self, path: str, problem: str):
+        self.path = path
+        self.problem = problem
+        super().__init__(f"{path}: {problem}" if path else problem)
+
+
+class ScheduleMismatchError(ScheduleError):
+    """A checkpoint was written with a different schedule than the one being resumed."""
+
+
+# --------------------------------------------------------------------------- resolvers
+
+
+def _run_steps(root: Any) -> int:
+    frames = root.get("num_train_frames")
+    if frames is None:
+        raise ValueError("${run_frac:...} needs the run length (num_train_frames)")
+    return int(frames) // int(root.get("action_repeat", 1) or 1)
+
+
+def _resolve_base_lr(factor: Any = 1.0, *, _root_: Any) -> float:
+    return float(factor) * float(_root_.lr)
+
+
+def _resolve_run_frac(frac: Any, *, _root_: Any) -> int:
+    return int(round(float(frac) * _run_steps(_root_)))
+
+
+for _name, _fn in (("base_lr", _resolve_base_lr), ("run_frac", _resolve_run_frac)):
+    if not OmegaConf.has_resolver(_name):
+        OmegaConf.register_new_resolver(_name, _fn)
+
+
+# --------------------------------------------------------------------------- shapes
+
+
+@dataclass(frozen=True)
+class Interval:
+    """One piece of a schedule, active on ``[start, end)`` (``end=None``: open-ended).
+
+    ``ramp_end`` is where a linear/cosine ramp reaches ``final_lr``; it equals ``end`` except
+    for pieces cut out of a longer ramp by :func:`join`.
+    """
+
+    type: str
+    start: int
+    end: int | None
+    init_lr: float
+    final_lr: float | None = None
+    decay_rate: float | None = None
+    decay_interval: int | None = None
+    min_lr: float | None = None
+    ramp_end: int | None = None
+
+    def value(self, t: int) -> float:
+        """LR at global step ``t`` (steps past ``end`` give the value at ``end``)."""
+        if self.end is not None and t > self.end:
+            t = self.end
+        kind = self.type
+        if kind == "step_decay":
+            return self.init_lr
+        if kind == "exponential_decay":
+            lr = self.init_lr * self.decay_rate ** ((t - self.start) // self.decay_interval)
+            return lr if self.min_lr is None or lr > self.min_lr else self.min_lr
+        span = self.ramp_end - self.start
+        progress = min(max((t - self.start) / span, 0.0), 1.0)
+        if kind == "linear":
+            return self.init_lr + (self.final_lr - self.init_lr) * progress
+        return self.final_lr + (self.init_lr - self.final_lr) * 0.5 * (
+            1.0 + math.cos(math.pi * progress)
+        )
+
+    def values(self, t: np.ndarray) -> np.ndarray:
+        """Vectorised :meth:`value` over an integer array of steps."""
+        t = np.asarray(t, dtype=np.float64)
+        if self.end is not None:
+            t = np.minimum(t, self.end)
+        if self.type == "step_decay":
+            return np.full(t.shape, self.init_lr)
+        if self.type == "exponential_decay":
+            lr = self.init_lr * self.decay_rate ** np.floor((t - self.start) / self.decay_interval)
+            return lr if self.min_lr is None else np.maximum(lr, self.min_lr)
+        progress = np.clip((t - self.start) / (self.ramp_end - self.start), 0.0, 1.0)
+        if self.type == "linear":
+            return self.init_lr + (self.final_lr - self.init_lr) * progress
+        return self.final_lr + (self.init_lr - self.final_lr) * 0.5 * (1 + np.cos(np.pi * progress))
+
+    def stable_until(self, t: int) -> int | float:
+        """First step after ``t`` at which :meth:`value` may differ from ``value(t)``."""
+        end = math.inf if self.end is None else self.end
+        if self.type == "step_decay" or (
+            self.type != "exponential_decay" and self.init_lr == self.final_lr
+        ):
+            return end
+        if self.type == "exponential_decay":
+            if self.decay_rate == 1.0 or (
+                self.min_lr is not None and self.value(t) <= self.min_lr and self.decay_rate < 1
+            ):
+                return end
+            stair = (t - self.start) // self.decay_interval + 1
+            return min(self.start + stair * self.decay_interval, end)
+        return t + 1
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data, without fields this shape does not use."""
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+
+class Schedule:
+    """An immutable, contiguous list of :class:`Interval` starting at step 0.
+
+    Call it with a global step to get the LR. After the last interval the LR holds the value
+    the last interval reaches at its ``end``.
+    """
+
+    __slots__ = ("intervals", "_starts", "_hold")
+
+    def __init__(self, intervals: Sequence[Interval]):
+        intervals = tuple(intervals)
+        if not intervals:
+            raise ScheduleError("", "a schedule needs at least one interval")
+        if intervals[0].start != 0:
+            raise ScheduleError("", f"the first interval must start at 0, not {intervals[0].start}")
+        for prev, cur in zip(intervals, intervals[1:], strict=False):
+            if prev.end != cur.start:
+                raise ScheduleError(
+                    "", f"interval starting at {cur.start} must start at {prev.end}"
+                )
+        object.__setattr__(self, "intervals", intervals)
+        object.__setattr__(self, "_starts", [iv.start for iv in intervals])
+        last = intervals[-1]
+        object.__setattr__(self, "_hold", None if last.end is None else last.value(last.end))
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError("Schedule is immutable")
+
+    def __reduce__(self):
+        return (Schedule, (self.intervals,))
+
+    @classmethod
+    def constant(cls, lr: float) -> Schedule:
+        """A schedule that is ``lr`` at every step."""
+        return cls([Interval("step_decay", 0, None, float(lr))])
+
+    def __call__(self, step: int) -> float:
+        return self.intervals[self.index(step)].value(step)
+
+    def index(self, step: int) -> int:
+        """Index of the interval that covers ``step`` (the last one past the end)."""
+        if step < 0:
+            raise ValueError(f"global step must be >= 0, got {step}")
+        return bisect.bisect_right(self._starts, step) - 1
+
+    def values(self, steps: Sequence[int] | np.ndarray) -> np.ndarray:
+        """LR at every step of an array (for plots and checks), vectorised."""
+        steps = np.asarray(steps)
+        idx = np.searchsorted(self._starts, steps, side="right") - 1
+        out = np.empty(steps.shape, dtype=np.float64)
+        for i, interval in enumerate(self.intervals):
+            mask = idx == i
+            if mask.any():
+                out[mask] = interval.values(steps[mask])
+        return out
+
+    @property
+    def end(self) -> int | None:
+        """Step where the last interval ends (``None``: open-ended)."""
+        return self.intervals[-1].end
+
+    @property
+    def boundaries(self) -> tuple[int, ...]:
+        """Interval starts plus the last end, if any."""
+        ends = () if self.end is None else (self.end,)
+        return tuple(self._starts) + ends
+
+    def to_spec(self) -> list[dict[str, Any]]:
+        """Plain-data description (what the fingerprint hashes)."""
+        return [iv.to_dict() for iv in self.intervals]
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Schedule) and self.intervals == other.intervals
+
+    def __hash__(self) -> int:
+        return hash(self.intervals)
+
+    def __repr__(self) -> str:
+        return f"Schedule({list(self.intervals)!r})"
+
+
+class ScheduleSet(Mapping[str, Schedule]):
+    """The compiled schedules of one run: network name -> :class:`Schedule`, plus context."""
+
+    def __init__(
+        self,
+        schedules: Mapping[str, Schedule],
+        *,
+        base_lr: float | Mapping[str, float],
+        total_steps: int | None = None,
+        scheduled: Sequence[str] = (),
+        disabled: bool = False,
+        knobs: Mapping[str, Any] | None = None,
+    ):
+        self._schedules = dict(schedules)
+        self.base_lr = base_lr
+        self.total_steps = total_steps
+        self.scheduled = tuple(scheduled)  # networks the config named (others keep base lr)
+        self.disabled = disabled
+        self.knobs = dict(knobs or {})
+        self.fingerprint = _fingerprint(self._schedules, disabled)
+
+    def __getitem__(self, name: str) -> Schedule:
+        return self._schedules[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._schedules)
+
+    def __len__(self) -> int:
+        return len(self._schedules)
+
+    def to_spec(self) -> dict[str, list[dict[str, Any]]]:
+        return {name: s.to_spec() for name, s in self._schedules.items()}
+
+    def boundaries(self) -> tuple[int, ...]:
+        """Every interval boundary of every network, sorted."""
+        return tuple(sorted({b for s in self._schedules.values() for b in s.boundaries}))
+
+
+# --------------------------------------------------------------------------- compile + validate
+
+
+def _is_disabled() -> bool:
+    return os.environ.get(DISABLE_ENV_VAR, "").strip().lower() not in ("", "0", "false", "no")
+
+
+def _accepted(name: str, choices: Sequence[str]) -> str:
+    close = difflib.get_close_matches(name, choices, n=1)
+    hint = f" (did you mean '{close[0]}'?)" if close else ""
+    return f"{hint}; accepted: {', '.join(choices)}"
+
+
+def _first_line(exc: Exception) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+def _resolve(node: Any, path: str) -> Any:
+    """Plain python from an OmegaConf node, resolving interpolations one key at a time so a
+    failing ``${...}`` is reported at its own key path."""
+    if isinstance(node, DictConfig):
+        out = {}
+        for key in node.keys():
+            sub = f"{path}.{key}" if path else str(key)
+            try:
+                value = node[key]
+            except Exception as exc:  # OmegaConf raises several types; all mean "unresolvable"
+                raw = OmegaConf.to_container(node, resolve=False).get(key)
+                raise ScheduleError(sub, f"cannot resolve {raw!r}: {_first_line(exc)}") from None
+            out[key] = _resolve(value, sub)
+        return out
+    if isinstance(node, ListConfig):
+        out_list = []
+        for i in range(len(node)):
+            try:
+                value = node[i]
+            except Exception as exc:
+                raise ScheduleError(f"{path}[{i}]", f"cannot resolve: {_first_line(exc)}") from None
+            out_list.append(_resolve(value, f"{path}[{i}]"))
+        return out_list
+    return node
+
+
+def _number(value: Any, path: str, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ScheduleError(path, f"expected {what}, got {value!r} ({type(value).__name__})")
+    return float(value)
+
+
+def _lr(value: Any, path: str) -> float:
+    lr = _number(value, path, "a positive learning rate such as 1.0e-4")
+    if not math.isfinite(lr) or lr <= 0:
+        raise ScheduleError(path, f"learning rate must be a finite number > 0, got {value!r}")
+    return lr
+
+
+def _step(value: Any, path: str, what: str = "a global step (whole number >= 0)") -> int:
+    number = _number(value, path, what)
+    if not math.isfinite(number) or number != int(number) or number < 0:
+        raise ScheduleError(path, f"expected {what}, got {value!r}")
+    return int(number)
+
+
+def _interval_type(value: Any, path: str) -> str:
+    if not isinstance(value, str):
+        raise ScheduleError(path, f"expected an interval type name, got {value!r}")
+    kind = TYPE_ALIASES.get(value, value)
+    if kind not in INTERVAL_TYPES:
+        raise ScheduleError(
+            path, f"unknown interval type '{value}'{_accepted(value, INTERVAL_TYPES)}"
+        )
+    return kind
+
+
+def _compile_network(spec: Any, path: str, total_steps: int | None) -> Schedule:
+    if not isinstance(spec, Mapping):
+        raise ScheduleError(path, f"expected a mapping with 'intervals', got {spec!r}")
+    for key in spec:
+        if key not in NETWORK_KEYS:
+            raise ScheduleError(f"{path}.{key}", f"unknown key{_accepted(str(key), NETWORK_KEYS)}")
+    default_type = _interval_type(spec.get("type", DEFAULT_TYPE), f"{path}.type")
+    raw = spec.get("intervals")
+    if raw is None:
+        raise ScheduleError(f"{path}.intervals", "missing required key: a list of intervals")
+    if isinstance(raw, (str, bytes)) or not isinstance(raw, Sequence) or not raw:
+        raise ScheduleError(f"{path}.intervals", f"expected a non-empty list, got {raw!r}")
+
+    # Pass 1: keys, types and boundaries of every interval.
+    rows = []
+    prev_end: int | None = 0
+    for i, item in enumerate(raw):
+        ipath = f"{path}.intervals[{i}]"
+        if not isinstance(item, Mapping):
+            raise ScheduleError(
+                ipath, f"expected a mapping like {{start: 0, lr: 1.0e-4}}, got {item!r}"
+            )
+        for key in item:
+            if key not in INTERVAL_KEYS:
+                raise ScheduleError(
+                    f"{ipath}.{key}", f"unknown key{_accepted(str(key), INTERVAL_KEYS)}"
+                )
+        kind = _interval_type(item["type"], f"{ipath}.type") if "type" in item else default_type
+        if "start" not in item:
+            raise ScheduleError(f"{ipath}.start", "missing required key")
+        start = _step(item["start"], f"{ipath}.start")
+        last = i == len(raw) - 1
+        if item.get("end") is None:
+            if not last:
+                raise ScheduleError(
+                    f"{ipath}.end", "missing required key (only the last interval may leave it out)"
+                )
+            end = None
+        else:
+            end = _step(item["end"], f"{ipath}.end")
+            if start >= end:
+                raise ScheduleError(f"{ipath}.start", f"start ({start}) must be < end ({end})")
+        if i == 0 and start != 0:
+            raise ScheduleError(
+                f"{ipath}.start", f"the first interval must start at 0, got {start}"
+            )
+        if i > 0 and start != prev_end:
+            prev_start = rows[-1][2]
+            if start < prev_start:
+                problem = (
+                    f"intervals are not sorted: starts at {start}, "
+                    f"before interval {i - 1} ({prev_start})"
+                )
+            elif start < prev_end:
+                problem = f"overlaps interval {i - 1}, which ends at {prev_end}"
+            else:
+                problem = f"leaves a gap after interval {i - 1}, which ends at {prev_end}"
+            raise ScheduleError(f"{ipath}.start", f"{problem}; must start at {prev_end}")
+        if "lr" in item and "init_lr" in item and item["lr"] != item["init_lr"]:
+            raise ScheduleError(
+                f"{ipath}.init_lr", "'lr' and 'init_lr' name the same value; give one"
+            )
+        lr_key = "init_lr" if "init_lr" in item else "lr"
+        if lr_key not in item:
+            raise ScheduleError(
+                f"{ipath}.lr",
+                "missing required key (the interval's learning rate; 'init_lr' also accepted)",
+            )
+        init_lr = _lr(item[lr_key], f"{ipath}.{lr_key}")
+        rows.append((ipath, kind, start, end, init_lr, item))
+        prev_end = end
+
+    # Pass 2: shapes, with documented defaults for keys the shape needs but the interval lacks.
+    intervals = []
+    for i, (ipath, kind, start, end, init_lr, item) in enumerate(rows):
+        final_lr = (
+            _lr(item["final_lr"], f"{ipath}.final_lr") if item.get("final_lr") is not None else None
+        )
+        min_lr = _lr(item["min_lr"], f"{ipath}.min_lr") if item.get("min_lr") is not None else None
+        if final_lr is None:
+            final_lr = rows[i + 1][4] if i + 1 < len(rows) else init_lr * DEFAULT_LAST_FINAL_FACTOR
+        span_end = end
+        if span_end is None and total_steps is not None:
+            span_end = max(total_steps, start + 1)  # open-ended: "runs to the end of training"
+        fields: dict[str, Any] = {}
+        if kind in ("linear", "cosine"):
+            if span_end is None:
+                raise ScheduleError(
+                    f"{ipath}.end", f"a {kind} interval needs an end (or a known run length)"
+                )
+            fields = {"final_lr": final_lr, "ramp_end": span_end}
+            end = span_end
+        elif kind == "exponential_decay":
+            if item.get("decay_interval") is not None:
+                decay_interval = _step(
+                    item["decay_interval"], f"{ipath}.decay_interval", "a whole number of steps > 0"
+                )
+                if decay_interval <= 0:
+                    raise ScheduleError(
+                        f"{ipath}.decay_interval",
+                        f"must be > 0 steps, got {item['decay_interval']!r}",
+                    )
+            elif span_end is None:
+                raise ScheduleError(
+                    f"{ipath}.decay_interval",
+                    "missing: required for an open-ended interval when the run length is unknown",
+                )
+            else:
+                decay_interval = max(1, (span_end - start) // DEFAULT_DECAY_STEPS)
+            if item.get("decay_rate") is not None:
+                decay_rate = _number(
+                    item["decay_rate"], f"{ipath}.decay_rate", "a number > 0 such as 0.999"
+                )
+                if not math.isfinite(decay_rate) or decay_rate <= 0:
+                    raise ScheduleError(
+                        f"{ipath}.decay_rate",
+                        f"must be a finite number > 0, got {item['decay_rate']!r}",
+                    )
+            elif span_end is None:
+                raise ScheduleError(
+                    f"{ipath}.decay_rate",
+                    "missing: required for an open-ended interval when the run length is unknown",
+                )
+            else:
+                # Reach the target (final_lr) at the end of the interval.
+                decay_rate = (final_lr / init_lr) ** (decay_interval / (span_end - start))
+            fields = {"decay_rate": decay_rate, "decay_interval": decay_interval, "min_lr": min_lr}
+        intervals.append(Interval(kind, start, end, init_lr, **fields))
+    return Schedule(intervals)
+
+
+def compile_schedules(
+    spec: Mapping[str, Any] | DictConfig | None,
+    *,
+    base_lr: float | Mapping[str, float],
+    total_steps: int | None = None,
+    networks: Sequence[str] = NETWORKS,
+    path: str = "lr_schedule",
+    context: Mapping[str, Any] | DictConfig | None = None,
+) -> ScheduleSet:
+    """Validate a schedule config and compile it into one :class:`Schedule` per network.
+
+    Args:
+        spec: the ``lr_schedule`` mapping (network -> ``{type, intervals}``; scalar entries are
+            preset knobs used by interpolation), or ``None`` for a constant LR everywhere.
+        base_lr: the base LR (``lr``), or one per network; networks the spec does not name
+            keep it, and ``${base_lr:x}`` multiplies it.
+        total_steps: run length in global steps; resolves ``${run_frac:x}`` and open ends.
+        networks: the agent's network names; any other mapping key is rejected.
+        path: the key path of ``spec`` in the user's config, used in error messages.
+        context: the rest of the config, so interpolations like ``${lr_schedule.decay}`` resolve.
+
+    Raises:
+        ScheduleError: with the exact key path, what is wrong and what would be accepted.
+    """
+    base = {n: float(base_lr[n] if isinstance(base_lr, Mapping) else base_lr) for n in networks}
+    for name, value in base.items():
+        _lr(value, f"base lr of {name}" if isinstance(base_lr, Mapping) else "lr")
+    if isinstance(spec, DictConfig):
+        spec = OmegaConf.to_container(spec, resolve=False)
+    if isinstance(context, DictConfig):
+        context = OmegaConf.to_container(context, resolve=False)
+    root: dict[str, Any] = copy.deepcopy(dict(context or {}))
+    root.update(lr=base[networks[0]], num_train_frames=total_steps, action_repeat=1)
+    parent = root
+    *heads, leaf = path.split(".")
+    for head in heads:
+        parent = parent.setdefault(head, {})
+    parent[leaf] = copy.deepcopy(spec) if spec is not None else {}
+    node = OmegaConf.select(OmegaConf.create(root), path)
+    resolved = _resolve(node, path)
+    if not isinstance(resolved, Mapping):
+        raise ScheduleError(path, f"expected a mapping of network schedules, got {resolved!r}")
+
+    schedules: dict[str, Schedule] = {}
+    knobs: dict[str, Any] = {}
+    for key, value in resolved.items():
+        if key in networks:
+            if value is not None:
+                schedules[key] = _compile_network(value, f"{path}.{key}", total_steps)
+        elif isinstance(value, (Mapping, list)):
+            raise ScheduleError(
+                f"{path}.{key}", f"unknown network '{key}'{_accepted(str(key), networks)}"
+            )
+        else:
+            knobs[key] = value
+    scheduled = tuple(schedules)
+    disabled = _is_disabled()
+    if disabled:
+        log.warning("%s=1: ignoring %s; every network uses its base lr", DISABLE_ENV_VAR, path)
+        schedules = {}
+    full = {n: schedules.get(n) or Schedule.constant(base[n]) for n in networks}
+    return ScheduleSet(
+        full, base_lr=base_lr, total_steps=total_steps, scheduled=scheduled, disabled=disabled,
+        knobs=knobs,
+    )  # fmt: skip
+
+
+def describe_difference(old: Mapping[str, Any], new: Mapping[str, Any]) -> str:
+    """Human-readable summary of how two resolved specs (``ScheduleSet.to_spec()``) differ."""
+    lines = []
+    for name in sorted(set(old) | set(new)):
+        a, b = old.get(name), new.get(name)
+        if a == b:
+            continue
+        if a is None or b is None:
+            lines.append(f"{name}: {'added' if a is None else 'removed'}")
+            continue
+        for i in range(max(len(a), len(b))):
+            ia = a[i] if i < len(a) else None
+            ib = b[i] if i < len(b) else None
+            if ia != ib:
+                lines.append(f"{name}.intervals[{i}]: {ia} -> {ib}")
+                break
+    return "; ".join(lines) or "the kill switch changed"
+
+
+# --------------------------------------------------------------------------- controller
+
+
+def _lr_value(group: dict) -> float:
+    lr = group["lr"]
+    return float(lr.item()) if isinstance(lr, torch.Tensor) else float(lr)
+
+
+class LRController:
+    """Writes ``schedule(global_step)`` into the optimizer param groups of each network.
+
+    Build it with :meth:`for_optimizers` (one optimizer per network, as DrQ-v2) or
+    :meth:`for_named_groups` (one optimizer whose groups carry a ``name``, as PPO). LRs stored
+    as tensors (``Adam(..., lr=torch.tensor(3e-4))``) are updated in place, so a
+    ``torch.compile``d optimizer step sees a new value without recompiling.
+    """
+
+    def __init__(self, schedules: Mapping[str, Schedule], groups: Mapping[str, Sequence[dict]]):
+        unbound = [n for n in schedules if n not in groups]
+        unscheduled = [n for n in groups if n not in schedules]
+        if unbound or unscheduled:
+            problem = (
+                f"schedules for {unbound} have no param groups" if unbound
+                else f"param groups {unscheduled} have no schedule"
+            )  # fmt: skip
+            raise ScheduleError("lr_schedule", f"{problem}; networks with groups: {list(groups)}")
+        self.disabled = getattr(schedules, "disabled", False)
+        if _is_disabled() and not self.disabled:
+            # A schedule built without compile_schedules: "base" is the LR the groups hold now.
+            log.warning("%s=1: every network keeps its current lr", DISABLE_ENV_VAR)
+            schedules = {n: Schedule.constant(_lr_value(groups[n][0])) for n in schedules}
+            self.disabled = True
+        self.schedules: Mapping[str, Schedule] = schedules
+        self.fingerprint = getattr(schedules, "fingerprint", None) or _fingerprint(schedules)
+        self._bindings = []
+        for name, schedule in schedules.items():
+            group_list = tuple(groups[name])
+            if not group_list:
+                raise ScheduleError(f"lr_schedule.{name}", "network has no param groups")
+            tensors = tuple(g for g in group_list if isinstance(g["lr"], torch.Tensor))
+            floats = tuple(g for g in group_list if not isinstance(g["lr"], torch.Tensor))
+            self._bindings.append((name, schedule.intervals, schedule, floats, tensors))
+        self._cursor = [0] * len(self._bindings)
+        self._current: dict[str, float] = {}
+        self._view = MappingProxyType(self._current)
+        self._lo, self._hi = 0, -1  # the steps [lo, hi) over which no LR changes
+        self.last_step: int | None = None
+        self.boundary_crossed = False
+
+    @classmethod
+    def for_optimizers(
+        cls, schedules: Mapping[str, Schedule], optimizers: Mapping[str, torch.optim.Optimizer]
+    ) -> LRController:
+        """Bind each network to every param group of its own optimizer."""
+        return cls(schedules, {n: opt.param_groups for n, opt in optimizers.items()})
+
+    @classmethod
+    def for_named_groups(
+        cls, schedules: Mapping[str, Schedule], optimizer: torch.optim.Optimizer, key: str = "name"
+    ) -> LRController:
+        """Bind each network to the groups of one optimizer whose ``group[key]`` is its name."""
+        groups: dict[str, list[dict]] = {}
+        for i, group in enumerate(optimizer.param_groups):
+            if key not in group:
+                raise ScheduleError("", f"param_groups[{i}] has no '{key}' to match a network")
+            groups.setdefault(group[key], []).append(group)
+        return cls(schedules, groups)
+
+    def apply(self, global_step: int) -> Mapping[str, float]:
+        """Write the LR of every network for ``global_step``; return network -> LR (read-only).
+
+        Groups are only written when their value changes; between changes this is a range check.
+        """
+        self.last_step = global_step
+        if self._lo <= global_step < self._hi:
+            self.boundary_crossed = False
+            return self._view
+        return self._refresh(global_step)
+
+    def _refresh(self, step: int) -> Mapping[str, float]:
+        if step < 0:
+            raise ValueError(f"global step must be >= 0, got {step}")
+        hi: int | float = math.inf
+        crossed = False
+        for k, (name, intervals, schedule, floats, tensors) in enumerate(self._bindings):
+            i = self._cursor[k]
+            iv = intervals[i]
+            if step < iv.start or (
+                iv.end is not None and step >= iv.end and i + 1 < len(intervals)
+            ):
+                i = schedule.index(step)
+                crossed = crossed or i != self._cursor[k]
+                self._cursor[k] = i
+                iv = intervals[i]
+            past_end = iv.end is not None and step >= iv.end
+            crossed = crossed or (past_end and name in self._current and self._hi <= iv.end)
+            value = iv.value(step)
+            hi = min(hi, math.inf if past_end else iv.stable_until(step))
+            if self._current.get(name) != value:
+                self._current[name] = value
+                for group in floats:
+                    group["lr"] = value
+                for group in tensors:
+                    group["lr"].fill_(value)
+        self.boundary_crossed = crossed
+        self._lo, self._hi = step, hi
+        return self._view
+
+    @property
+    def current(self) -> Mapping[str, float]:
+        """The LRs written by the last :meth:`apply` (empty before the first)."""
+        return self._view
+
+    def state_dict(self) -> dict[str, Any]:
+        """Plain data: the schedule's fingerprint and spec (the step lives in the trainer)."""
+        return {
+            "format": 1,
+            "fingerprint": self.fingerprint,
+            "spec": {n: s.to_spec() for n, s in self.schedules.items()},
+            "last_step": self.last_step,
+        }
+
+    def load_state_dict(
+        self, state: Mapping[str, Any] | None, *, allow_change: bool = False
+    ) -> None:
+        """Check a checkpoint's schedule against this one.
+
+        A state without a fingerprint (older checkpoint) is accepted. A different schedule
+        raises :class:`ScheduleMismatchError` unless ``allow_change``; the new schedule then
+        rules from the resumed step on.
+        """
+        if not state or "fingerprint" not in state:
+            log.info("checkpoint has no schedule state (older format); using the current schedule")
+            return
+        if state["fingerprint"] != self.fingerprint:
+            diff = describe_difference(state.get("spec", {}), self.state_dict()["spec"])
+            if not allow_change:
+                raise ScheduleMismatchError(
+                    "lr_schedule",
+                    f"differs from the checkpoint's schedule ({diff})",
+                )
+            log.warning("resuming with a changed schedule (%s)", diff)
+        self._lo, self._hi = 0, -1
+
+
+def _fingerprint(schedules: Mapping[str, Schedule], disabled: bool = False) -> str:
+    payload = {name: s.to_spec() for name, s in sorted(schedules.items())}
+    blob = json.dumps({"schedules": payload, "disabled": disabled}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+class ScheduledLR(torch.optim.lr_scheduler.LRScheduler):
+    """A ``torch.optim.lr_scheduler.LRScheduler`` driven by :class:`Schedule` objects.
+
+    ``.step()`` advances ``last_epoch`` (the step count) by one, so an existing loop or
+    PyTorch Lightning can use it unchanged. ``schedules`` is one Schedule for every group, a
+    list with one per group, or a mapping keyed by each group's ``name``.
+    """
+
+    def __init__(
+        self,
+        optimizer: torch.optim.Optimizer,
+        schedules: Schedule | Sequence[Schedule] | Mapping[str, Schedule],
+        last_epoch: int = -1,
+    ):
+        groups = optimizer.param_groups
+        if isinstance(schedules, Schedule):
+            per_group = [schedules] * len(groups)
+        elif isinstance(schedules, Mapping):
+            missing = [g.get("name") for g in groups if g.get("name") not in schedules]
+            if missing:
+                raise ScheduleError("", f"no schedule for param groups named {missing}")
+            per_group = [schedules[g["name"]] for g in groups]
+        else:
+            per_group = list(schedules)
+            if len(per_group) != len(groups):
+                raise ScheduleError(
+                    "", f"{len(per_group)} schedules for {len(groups)} param groups"
+                )
+        self._schedules = tuple(per_group)
+        self.fingerprint = _fingerprint({str(i): s for i, s in enumerate(per_group)})
+        super().__init__(optimizer, last_epoch)
+
+    def get_lr(self) -> list[float]:
+        step = max(self.last_epoch, 0)
+        return [s(step) for s in self._schedules]
+
+    _get_closed_form_lr = get_lr
+
+    def state_dict(self) -> dict[str, Any]:
+        state = {k: v for k, v in super().state_dict().items() if k != "_schedules"}
+        state["fingerprint"] = self.fingerprint
+        return state
+
+    def load_state_dict(self, state_dict: Mapping[str, Any], *, allow_change: bool = False) -> None:
+        state = dict(state_dict)
+        fingerprint = state.pop("fingerprint", None)
+        if fingerprint is not None and fingerprint != self.fingerprint and not allow_change:
+            raise ScheduleMismatchError("", "state was saved with a different schedule")
+        super().load_state_dict(state)
+        for group, lr in zip(self.optimizer.param_groups, self.get_lr(), strict=True):
+            if isinstance(group["lr"], torch.Tensor):
+                group["lr"].fill_(lr)
+            else:
+                group["lr"] = lr
+        self._last_lr = [_lr_value(g) for g in self.optimizer.param_groups]
+
+
+# --------------------------------------------------------------------------- builders
+
+
+def warmup_decay(
+    *,
+    max_lr: float,
+    max_steps: int,
+    warmup_steps: int = 0,
+    min_lr: float | None = None,
+    decay: str = "cosine",
+    final_div_factor: float | None = None,
+    warmup_start_lr: float | None = None,
+) -> Schedule:
+    """Linear warmup from ``warmup_start_lr`` (default ``min_lr``) to ``max_lr`` over
+    ``warmup_steps``, then ``decay`` (``cosine``, ``linear`` or ``exponential``) down to
+    ``min_lr`` at ``max_steps``; the LR holds ``min_lr`` afterwards.
+    ``final_div_factor`` sets ``min_lr = max_lr / final_div_factor``."""
+    max_lr = _lr(max_lr, "max_lr")
+    if final_div_factor is not None:
+        factor = _number(final_div_factor, "final_div_factor", "a number > 0")
+        if not math.isfinite(factor) or factor <= 0:
+            raise ScheduleError("final_div_factor", f"must be a finite number > 0, got {factor}")
+        min_lr = max_lr / factor
+    if min_lr is None:
+        raise ScheduleError("min_lr", "give min_lr or final_div_factor")
+    min_lr = _lr(min_lr, "min_lr")
+    max_steps = _step(max_steps, "max_steps")
+    warmup_steps = _step(warmup_steps, "warmup_steps")
+    if warmup_steps >= max_steps:
+        raise ScheduleError(
+            "warmup_steps", f"must be < max_steps ({max_steps}), got {warmup_steps}"
+        )
+    if decay not in ("cosine", "linear", "exponential"):
+        raise ScheduleError(
+            "decay", f"unknown decay '{decay}'; accepted: cosine, linear, exponential"
+        )
+    start_lr = min_lr if warmup_start_lr is None else _lr(warmup_start_lr, "warmup_start_lr")
+    intervals = []
+    if warmup_steps:
+        warm = {
+            "type": "linear",
+            "start": 0,
+            "end": warmup_steps,
+            "lr": start_lr,
+            "final_lr": max_lr,
+        }
+        intervals.append(warm)
+    tail = {
+        "type": decay,
+        "start": warmup_steps,
+        "end": max_steps,
+        "lr": max_lr,
+        "final_lr": min_lr,
+    }
+    if decay == "exponential":
+        tail["decay_interval"] = 1  # smooth: one decay per step
+    intervals.append(tail)
+    return _compile_network({"intervals": intervals}, "warmup_decay", max_steps)
+
+
+def join(
+    segments: Mapping[tuple[int, int | None], Schedule]
+    | Sequence[tuple[int, int | None, Schedule]],
+) -> Schedule:
+    """Join schedules over step ranges ``[start, end)``; each segment's schedule is evaluated
+    at ``step - start`` (its own clock restarts), and is cut at ``end``. The last segment may
+    have ``end=None``. Ranges must cover ``[0, ...)`` without gaps or overlaps."""
+    items = (
+        [(a, b, s) for (a, b), s in segments.items()] if isinstance(segments, Mapping)
+        else [tuple(seg) for seg in segments]
+    )  # fmt: skip
+    items.sort(key=lambda seg: seg[0])
+    joined: list[Interval] = []
+    expected = 0
+    for k, (start, end, schedule) in enumerate(items):
+        path = f"segments[{k}]"
+        if not isinstance(schedule, Schedule):
+            raise ScheduleError(path, f"expected a Schedule, got {type(schedule).__name__}")
+        if start != expected:
+            kind = "overlaps the previous segment" if start < expected else "leaves a gap"
+            raise ScheduleError(path, f"starts at {start}: {kind}; must start at {expected}")
+        if end is None and k != len(items) - 1:
+            raise ScheduleError(path, "only the last segment may leave its end open")
+        if end is not None and end <= start:
+            raise ScheduleError(path, f"start ({start}) must be < end ({end})")
+        length = math.inf if end is None else end - start
+        for iv in schedule.intervals:
+            if iv.start >= length:
+                break
+            local_end = iv.end if iv.end is not None else math.inf
+            cut = min(local_end, length)
+            joined.append(
+                replace(
+                    iv,
+                    start=start + iv.start,
+                    end=None if cut == math.inf else int(start + cut),
+                    ramp_end=None if iv.ramp_end is None else start + iv.ramp_end,
+                )
+            )
+        if schedule.end is not None and schedule.end < length:
+            hold_end = None if end is None else end
+            joined.append(Interval("step_decay", start + schedule.end, hold_end, schedule._hold))
+        expected = end if end is not None else math.inf
+    return Schedule(joined)
+
+
+def multi_step(
+    base_lr: float,
+    milestones: Sequence[float],
+    factors: float | Sequence[float] = 0.1,
+    *,
+    total_steps: int,
+) -> Schedule:
+    """Piecewise-constant decay: at each milestone (a fraction of ``total_steps``) the LR is
+    multiplied by its factor (factors compound, as in ``MultiStepLR``)."""
+    base_lr = _lr(base_lr, "base_lr")
+    total_steps = _step(total_steps, "total_steps")
+    fracs = [float(m) for m in milestones]
+    if any(not 0 < f < 1 for f in fracs) or fracs != sorted(set(fracs)):
+        raise ScheduleError("milestones", f"expected increasing fractions in (0, 1), got {fracs}")
+    if isinstance(factors, (int, float)):
+        factors = [float(factors)] * len(fracs)
+    if len(factors) != len(fracs):
+        raise ScheduleError("factors", f"one factor per milestone: {len(factors)} for {len(fracs)}")
+    starts = [0] + [int(round(f * total_steps)) for f in fracs]
+    if len(set(starts)) != len(starts):
+        raise ScheduleError("milestones", f"two milestones fall on the same step of {total_steps}")
+    intervals, lr = [], base_lr
+    for i, start in enumerate(starts):
+        if i:
+            lr *= _number(factors[i - 1], f"factors[{i - 1}]", "a number > 0")
+        end = starts[i + 1] if i + 1 < len(starts) else None
+        intervals.append({"start": start, "end": end, "lr": lr})
+    return _compile_network(
+        {"type": "step_decay", "intervals": intervals}, "multi_step", total_steps
+    )
+
+
+# --------------------------------------------------------------------------- preview + plots
+
+_PREVIEW_NAMES = ("format_preview", "plot_schedules", "plot_comparison")
+
+
+def __getattr__(name: str) -> Any:
+    # Plotting lives in lr_preview.py so the training path never imports matplotlib.
+    if name in _PREVIEW_NAMES:
+        import lr_preview
+
+        return getattr(lr_preview, name)
+    raise AttributeError(f"module 'lr_scheduler' has no attribute {name!r}")

@@ -1,0 +1,187 @@
+"""Interval shapes at and around their boundaries, and compiled schedules end to end."""
+
+import math
+
+import numpy as np
+import pytest
+
+import lr_scheduler as L
+
+
+def compile_one(intervals, net_type=None, total_steps=None, base_lr=1e-4):
+    spec = {"intervals": intervals} | ({"type": net_type} if net_type else {})
+    return L.compile_schedules({"actor": spec}, base_lr=base_lr, total_steps=total_steps)["actor"]
+
+
+def test_step_decay_is_piecewise_constant_and_half_open():
+    s = compile_one(
+        [{"start": 0, "end": 100, "lr": 1e-3}, {"start": 100, "end": 200, "lr": 5e-4}],
+        "step_decay",
+    )
+    assert s(0) == s(99) == 1e-3
+    assert s(100) == s(199) == 5e-4
+    assert s(200) == s(10**9) == 5e-4  # holds the last value after the end
+
+
+def test_exponential_decay_is_a_staircase_with_min_lr():
+    s = compile_one(
+        [{"start": 0, "end": 1000, "init_lr": 1.0, "decay_rate": 0.5, "decay_interval": 100,
+          "min_lr": 0.1}],
+        "exponential_decay",
+    )  # fmt: skip
+    assert s(0) == s(99) == 1.0
+    assert s(100) == 0.5
+    assert s(199) == 0.5 and s(200) == 0.25 and s(300) == 0.125
+    assert s(400) == 0.1 and s(999) == 0.1  # floored at min_lr
+
+
+def test_exponential_decay_restarts_its_staircase_at_its_own_start():
+    s = compile_one(
+        [
+            {"start": 0, "end": 50, "lr": 1.0},
+            {
+                "type": "exponential_decay",
+                "start": 50,
+                "init_lr": 1.0,
+                "decay_rate": 0.1,
+                "decay_interval": 10,
+            },
+        ]  # fmt: skip
+    )
+    assert s(59) == 1.0 and s(60) == pytest.approx(0.1) and s(70) == pytest.approx(0.01)
+
+
+def test_linear_and_cosine_hit_their_endpoints_and_midpoints():
+    s = compile_one(
+        [
+            {"type": "linear", "start": 0, "end": 100, "init_lr": 1e-6, "final_lr": 1e-4},
+            {"type": "cosine", "start": 100, "end": 300, "init_lr": 1e-4, "final_lr": 1e-6},
+        ]
+    )
+    assert s(0) == 1e-6
+    assert s(50) == pytest.approx((1e-6 + 1e-4) / 2)
+    assert s(99) == pytest.approx(1e-6 + (1e-4 - 1e-6) * 0.99)
+    assert s(100) == 1e-4
+    assert s(200) == pytest.approx((1e-4 + 1e-6) / 2)
+    assert s(299) == pytest.approx(1e-6 + (1e-4 - 1e-6) * 0.5 * (1 + math.cos(math.pi * 199 / 200)))
+    assert s(300) == s(5000) == pytest.approx(1e-6)
+
+
+def test_open_ended_last_interval_runs_to_the_end_of_training():
+    s = compile_one(
+        [{"type": "cosine", "start": 0, "init_lr": 1e-3, "final_lr": 1e-5}], total_steps=1000
+    )
+    assert s(500) == pytest.approx((1e-3 + 1e-5) / 2)
+    assert s(1000) == pytest.approx(1e-5)
+
+
+def test_lr_and_init_lr_are_synonyms():
+    a = compile_one([{"start": 0, "end": 10, "lr": 3e-4}])
+    b = compile_one([{"start": 0, "end": 10, "init_lr": 3e-4}])
+    assert a == b
+
+
+def test_type_switch_fills_documented_defaults():
+    # gentle_decay-like step intervals switched to other shapes by one override.
+    steps = [{"start": 0, "end": 1000, "lr": 1e-4}, {"start": 1000, "end": 3000, "lr": 5e-5}]
+    lin = compile_one(steps, "linear")
+    assert lin(0) == 1e-4 and lin(999) == pytest.approx(1e-4 - 5e-5 * 999 / 1000)
+    assert lin(1000) == 5e-5 and lin(3000) == pytest.approx(5e-6)  # last: init_lr / 10
+    exp = compile_one(steps, "exponential_decay")
+    assert exp.intervals[0].decay_interval == 10  # 1/100 of the interval
+    assert exp(1000 - 1) == pytest.approx(1e-4 * 0.5 ** (99 / 100))
+    assert exp.intervals[0].value(1000) == pytest.approx(5e-5)  # reaches the next interval's lr
+
+
+def test_relative_values_and_boundaries_follow_lr_and_run_length():
+    spec = {
+        "encoder": {
+            "intervals": [
+                {"start": 0, "end": "${run_frac:0.25}", "lr": "${base_lr:1.0}"},
+                {"start": "${run_frac:0.25}", "lr": "${base_lr:0.1}"},
+            ]
+        }
+    }
+    small = L.compile_schedules(spec, base_lr=1e-4, total_steps=1000)["encoder"]
+    big = L.compile_schedules(spec, base_lr=2e-4, total_steps=4000)["encoder"]
+    assert small.boundaries == (0, 250) and big.boundaries == (0, 1000)
+    assert small(0) == 1e-4 and small(250) == pytest.approx(1e-5)
+    assert big(0) == 2e-4 and big(1000) == pytest.approx(2e-5)
+
+
+def test_networks_not_named_keep_the_base_lr():
+    sset = L.compile_schedules(
+        {"actor": {"intervals": [{"start": 0, "lr": 1e-3}]}}, base_lr=3e-4, total_steps=10
+    )
+    assert sset["encoder"](5) == sset["critic"](5) == 3e-4
+    assert sset.scheduled == ("actor",)
+    assert L.compile_schedules(None, base_lr=3e-4)["actor"](0) == 3e-4
+
+
+def test_vectorised_values_agree_with_scalar_lookup():
+    s = compile_one(
+        [
+            {"type": "linear", "start": 0, "end": 100, "init_lr": 1e-6, "final_lr": 1e-4},
+            {
+                "type": "exponential_decay",
+                "start": 100,
+                "end": 500,
+                "init_lr": 1e-4,
+                "decay_rate": 0.9,
+                "decay_interval": 7,
+                "min_lr": 3e-5,
+            },
+            {"type": "cosine", "start": 500, "end": 900, "init_lr": 1e-4, "final_lr": 1e-6},
+            {"type": "step_decay", "start": 900, "end": 950, "lr": 2e-6},
+        ]  # fmt: skip
+    )
+    steps = np.arange(0, 1200)
+    np.testing.assert_allclose(s.values(steps), [s(int(t)) for t in steps], rtol=1e-12)
+
+
+def test_kill_switch_gives_base_lr_and_says_so(monkeypatch, caplog):
+    monkeypatch.setenv("LR_SCHEDULE_DISABLE", "1")
+    sset = L.compile_schedules(
+        {"actor": {"intervals": [{"start": 0, "lr": 1e-3}]}}, base_lr=3e-4, total_steps=10
+    )
+    assert sset.disabled and sset["actor"](0) == 3e-4
+    assert "LR_SCHEDULE_DISABLE" in caplog.text
+    assert "LR_SCHEDULE_DISABLE" in L.format_preview(sset)
+
+
+def test_kill_switch_still_validates(monkeypatch):
+    monkeypatch.setenv("LR_SCHEDULE_DISABLE", "1")
+    with pytest.raises(L.ScheduleError, match=r"lr_schedule\.actor\.intervals\[0\]\.lr"):
+        L.compile_schedules(
+            {"actor": {"intervals": [{"start": 0, "lr": -1}]}}, base_lr=3e-4, total_steps=10
+        )
+
+
+def test_preview_reports_schedule_ending_before_training_and_unreached_intervals():
+    sset = L.compile_schedules(
+        {"actor": {"intervals": [{"start": 0, "end": 100, "lr": 1e-3},
+                                 {"start": 100, "end": 5000, "lr": 1e-4}]}},
+        base_lr=3e-4, total_steps=50,
+    )  # fmt: skip
+    text = L.format_preview(sset)
+    assert "never reached" in text
+    short = L.compile_schedules(
+        {"actor": {"intervals": [{"start": 0, "end": 100, "lr": 1e-3}]}},
+        base_lr=3e-4, total_steps=400,
+    )  # fmt: skip
+    text = L.format_preview(short)
+    assert "ends at step 100, before training ends at 400" in text
+    assert "min 1.0000e-03" in text and "[encoder]  (not in the schedule: base lr)" in text
+
+
+def test_plots_write_pngs(tmp_path):
+    sset = L.compile_schedules(
+        {"actor": {"type": "cosine", "intervals": [{"start": 0, "lr": 1e-3, "final_lr": 1e-5}]}},
+        base_lr=3e-4, total_steps=1000,
+    )  # fmt: skip
+    L.plot_schedules(sset, path=tmp_path / "one.png")
+    other = L.warmup_decay(max_lr=1e-3, min_lr=1e-5, warmup_steps=100, max_steps=1000)
+    L.plot_comparison({"a": sset, "b": other}, total_steps=1000, path=tmp_path / "two.png")
+    for name in ("one.png", "two.png"):
+        data = (tmp_path / name).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
