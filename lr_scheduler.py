@@ -117,8 +117,7 @@ class Interval:
         if kind == "exponential_decay":
             lr = self.init_lr * self.decay_rate ** ((t - self.start) // self.decay_interval)
             return lr if self.min_lr is None or lr > self.min_lr else self.min_lr
-        span = self.ramp_end - self.start
-        progress = min(max((t - self.start) / span, 0.0), 1.0)
+        progress = min(max((t - self.start) / (self.ramp_end - self.start), 0.0), 1.0)
         if kind == "linear":
             return self.init_lr + (self.final_lr - self.init_lr) * progress
         return self.final_lr + (self.init_lr - self.final_lr) * 0.5 * (
@@ -605,15 +604,23 @@ class LRController:
             self.disabled = True
         self.schedules: Mapping[str, Schedule] = schedules
         self.fingerprint = getattr(schedules, "fingerprint", None) or _fingerprint(schedules)
-        self._bindings = []
+        # Networks with equal schedules share one binding: the LR is computed once per step.
+        # Binding: [names, segments, segment starts, current segment, float groups, tensor groups]
+        self._bindings: list[list] = []
+        by_schedule: dict[Schedule, list] = {}
         for name, schedule in schedules.items():
             group_list = tuple(groups[name])
             if not group_list:
                 raise ScheduleError(f"lr_schedule.{name}", "network has no param groups")
-            tensors = tuple(g for g in group_list if isinstance(g["lr"], torch.Tensor))
-            floats = tuple(g for g in group_list if not isinstance(g["lr"], torch.Tensor))
-            self._bindings.append((name, schedule.intervals, schedule, floats, tensors))
-        self._cursor = [0] * len(self._bindings)
+            binding = by_schedule.get(schedule)
+            if binding is None:
+                segments = _segments(schedule)
+                binding = [[], segments, [seg[0] for seg in segments], segments[0], [], []]
+                by_schedule[schedule] = binding
+                self._bindings.append(binding)
+            binding[0].append(name)
+            for group in group_list:
+                binding[5 if isinstance(group["lr"], torch.Tensor) else 4].append(group)
         self._current: dict[str, float] = {}
         self._view = MappingProxyType(self._current)
         self._lo, self._hi = 0, -1  # the steps [lo, hi) over which no LR changes
@@ -655,22 +662,24 @@ class LRController:
             raise ValueError(f"global step must be >= 0, got {step}")
         hi: int | float = math.inf
         crossed = False
-        for k, (name, intervals, schedule, floats, tensors) in enumerate(self._bindings):
-            i = self._cursor[k]
-            iv = intervals[i]
-            if step < iv.start or (
-                iv.end is not None and step >= iv.end and i + 1 < len(intervals)
-            ):
-                i = schedule.index(step)
-                crossed = crossed or i != self._cursor[k]
-                self._cursor[k] = i
-                iv = intervals[i]
-            past_end = iv.end is not None and step >= iv.end
-            crossed = crossed or (past_end and name in self._current and self._hi <= iv.end)
-            value = iv.value(step)
-            hi = min(hi, math.inf if past_end else iv.stable_until(step))
-            if self._current.get(name) != value:
-                self._current[name] = value
+        current = self._current
+        for binding in self._bindings:
+            names, segments, starts, seg, floats, tensors = binding
+            if step < seg[0] or step >= seg[1]:
+                seg = binding[3] = segments[bisect.bisect_right(starts, step) - 1]
+                crossed = crossed or bool(current)
+            value = seg[2](step)
+            change = seg[3]
+            if change == _EVERY_STEP:
+                hi = step + 1
+            elif change == _NEVER:
+                if seg[1] < hi:
+                    hi = seg[1]
+            else:
+                hi = min(hi, seg[4].stable_until(step))
+            if current.get(names[0]) != value:
+                for name in names:
+                    current[name] = value
                 for group in floats:
                     group["lr"] = value
                 for group in tensors:
@@ -714,6 +723,50 @@ class LRController:
                 )
             log.warning("resuming with a changed schedule (%s)", diff)
         self._lo, self._hi = 0, -1
+
+
+_NEVER, _EVERY_STEP, _STAIRS = 0, 1, 2
+
+
+def _segments(schedule: Schedule) -> list[tuple]:
+    """(start, end, value function, how often it changes, interval) per piece, plus the hold.
+
+    The value functions are the shapes of :meth:`Interval.value` with their constants bound,
+    so the controller's per-step path does a range check and one small call per network."""
+    segments = []
+    for iv in schedule.intervals:
+        end = math.inf if iv.end is None else iv.end
+        if iv.type == "step_decay" or (
+            iv.type != "exponential_decay" and iv.init_lr == iv.final_lr
+        ):
+            fn, change = (lambda t, v=iv.init_lr: v), _NEVER
+        elif iv.type == "exponential_decay":
+            fn, change = iv.value, _STAIRS
+        elif iv.type == "linear":
+            fn, change = (
+                _linear_fn(iv.start, iv.ramp_end - iv.start, iv.init_lr, iv.final_lr),
+                _EVERY_STEP,
+            )
+        else:
+            fn, change = (
+                _cosine_fn(iv.start, iv.ramp_end - iv.start, iv.init_lr, iv.final_lr),
+                _EVERY_STEP,
+            )
+        segments.append((iv.start, end, fn, change, iv))
+    if schedule.end is not None:
+        hold = schedule._hold
+        segments.append((schedule.end, math.inf, lambda t, v=hold: v, _NEVER, None))
+    return segments
+
+
+def _linear_fn(start: int, span: int, init: float, final: float):
+    delta = final - init
+    return lambda t: init + delta * ((t - start) / span)
+
+
+def _cosine_fn(start: int, span: int, init: float, final: float):
+    half, cos, pi = (init - final) * 0.5, math.cos, math.pi
+    return lambda t: final + half * (1.0 + cos(pi * ((t - start) / span)))
 
 
 def _fingerprint(schedules: Mapping[str, Schedule], disabled: bool = False) -> str:
