@@ -66,7 +66,7 @@ def format_preview(
                 f"  {schedule.end:>12}  {schedule(schedule.end):>11.4e}  "
                 "end of schedule (held after)"
             )
-        steps = _sample_steps(schedule, max(horizon - 1, 0))
+        steps = _sample_steps(schedule, horizon)
         values = schedule.values(steps)
         if total is not None:
             lines.append(f"  {total:>12}  {schedule(total):>11.4e}  end of training")

@@ -9,7 +9,8 @@ resumed run cannot jump: the step is the only state.
 Relative values use two OmegaConf resolvers registered on import:
 
 * ``${base_lr:0.5}``  -> 0.5 x the base learning rate (top-level ``lr``)
-* ``${run_frac:0.25}`` -> 25 % of the run, in global steps (``num_train_frames / action_repeat``)
+* ``${run_frac:0.25}`` -> 25 % of the run, in global steps (``num_train_frames / action_repeat``);
+  ``${run_frac:f,s}`` is ``f x s`` of the run (e.g. a fraction of a preset knob)
 
 Library users without Hydra can use the builders :func:`warmup_decay`, :func:`join` and
 :func:`multi_step`, the ``torch.optim`` adapter :class:`ScheduledLR`, and the plotting helpers.
@@ -77,8 +78,8 @@ def _resolve_base_lr(factor: Any = 1.0, *, _root_: Any) -> float:
     return float(factor) * float(_root_.lr)
 
 
-def _resolve_run_frac(frac: Any, *, _root_: Any) -> int:
-    return int(round(float(frac) * _run_steps(_root_)))
+def _resolve_run_frac(frac: Any, scale: Any = 1.0, *, _root_: Any) -> int:
+    return int(round(float(frac) * float(scale) * _run_steps(_root_)))
 
 
 for _name, _fn in (("base_lr", _resolve_base_lr), ("run_frac", _resolve_run_frac)):
@@ -444,7 +445,6 @@ def _compile_network(spec: Any, path: str, total_steps: int | None) -> Schedule:
                     f"{ipath}.end", f"a {kind} interval needs an end (or a known run length)"
                 )
             fields = {"final_lr": final_lr, "ramp_end": span_end}
-            end = span_end
         elif kind == "exponential_decay":
             if item.get("decay_interval") is not None:
                 decay_interval = _step(
@@ -533,7 +533,7 @@ def compile_schedules(
         if key in networks:
             if value is not None:
                 schedules[key] = _compile_network(value, f"{path}.{key}", total_steps)
-        elif isinstance(value, (Mapping, list)):
+        elif isinstance(value, Mapping):
             raise ScheduleError(
                 f"{path}.{key}", f"unknown network '{key}'{_accepted(str(key), networks)}"
             )
@@ -568,6 +568,30 @@ def describe_difference(old: Mapping[str, Any], new: Mapping[str, Any]) -> str:
                 lines.append(f"{name}.intervals[{i}]: {ia} -> {ib}")
                 break
     return "; ".join(lines) or "the kill switch changed"
+
+
+def check_schedule_state(
+    current: ScheduleSet | LRController,
+    saved: Mapping[str, Any] | None,
+    allow_change: bool = False,
+) -> None:
+    """Compare a checkpoint's schedule state (``LRController.state_dict()``) with ``current``.
+
+    A state without a fingerprint (older checkpoint) is accepted. A different schedule raises
+    :class:`ScheduleMismatchError` naming what changed, unless ``allow_change``.
+    """
+    if not saved or "fingerprint" not in saved:
+        log.info("checkpoint has no schedule state (older format); using the current schedule")
+        return
+    if saved["fingerprint"] == current.fingerprint:
+        return
+    spec = {n: s.to_spec() for n, s in getattr(current, "schedules", current).items()}
+    diff = describe_difference(saved.get("spec", {}), spec)
+    if not allow_change:
+        raise ScheduleMismatchError(
+            "lr_schedule", f"differs from the checkpoint's schedule ({diff})"
+        )
+    log.warning("resuming with a changed schedule (%s)", diff)
 
 
 # --------------------------------------------------------------------------- controller
@@ -711,17 +735,7 @@ class LRController:
         raises :class:`ScheduleMismatchError` unless ``allow_change``; the new schedule then
         rules from the resumed step on.
         """
-        if not state or "fingerprint" not in state:
-            log.info("checkpoint has no schedule state (older format); using the current schedule")
-            return
-        if state["fingerprint"] != self.fingerprint:
-            diff = describe_difference(state.get("spec", {}), self.state_dict()["spec"])
-            if not allow_change:
-                raise ScheduleMismatchError(
-                    "lr_schedule",
-                    f"differs from the checkpoint's schedule ({diff})",
-                )
-            log.warning("resuming with a changed schedule (%s)", diff)
+        check_schedule_state(self, state, allow_change)
         self._lo, self._hi = 0, -1
 
 
@@ -752,6 +766,12 @@ def _segments(schedule: Schedule) -> list[tuple]:
                 _cosine_fn(iv.start, iv.ramp_end - iv.start, iv.init_lr, iv.final_lr),
                 _EVERY_STEP,
             )
+        if change == _EVERY_STEP and iv.end is None:
+            # An open-ended ramp is flat once it reaches final_lr.
+            segments.append((iv.start, iv.ramp_end, fn, change, iv))
+            fn, change = (lambda t, v=iv.final_lr: v), _NEVER
+            segments.append((iv.ramp_end, end, fn, change, iv))
+            continue
         segments.append((iv.start, end, fn, change, iv))
     if schedule.end is not None:
         hold = schedule._hold

@@ -1,0 +1,68 @@
+"""TensorBoard scalars, a progress bar on a terminal, plain log lines elsewhere."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+from torch.utils.tensorboard import SummaryWriter
+
+log = logging.getLogger("train")
+
+
+class Telemetry:
+    """One run's outputs: scalars under ``<run_dir>/tb`` and the progress display.
+
+    ``purge_step`` (on resume) hides every event at or after that step written by the
+    interrupted run, so TensorBoard shows no duplicated steps.
+    """
+
+    def __init__(
+        self, run_dir: Path, total_steps: int, progress: str, purge_step: int | None = None
+    ):
+        self.writer = SummaryWriter(log_dir=str(run_dir / "tb"), purge_step=purge_step)
+        self.total_steps = total_steps
+        use_bar = progress == "bar" or (progress == "auto" and sys.stderr.isatty())
+        self._bar = None
+        if use_bar:
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=total_steps, initial=purge_step or 0, unit="step", smoothing=0.1)
+        self._last_step = purge_step or 0
+        self._last_time = time.perf_counter()
+        self.steps_per_s = 0.0
+
+    def scalar(self, tag: str, value: float, step: int) -> None:
+        self.writer.add_scalar(tag, value, step)
+
+    def scalars(self, values: Mapping[str, float], step: int, prefix: str = "") -> None:
+        for tag, value in values.items():
+            self.writer.add_scalar(prefix + tag, value, step)
+
+    def text(self, tag: str, text: str, step: int = 0) -> None:
+        self.writer.add_text(tag, text, step)
+
+    def progress(self, step: int, **fields: object) -> None:
+        """Advance the bar (terminal) or write one log line (files, CI, clusters)."""
+        now = time.perf_counter()
+        if now > self._last_time:
+            self.steps_per_s = (step - self._last_step) / (now - self._last_time)
+        self._last_step, self._last_time = step, now
+        shown = {"steps/s": f"{self.steps_per_s:.0f}", **fields}
+        if self._bar is not None:
+            self._bar.n = step
+            self._bar.set_postfix(shown, refresh=True)
+        else:
+            parts = " | ".join(f"{k} {v}" for k, v in shown.items())
+            log.info("step %d/%d | %s", step, self.total_steps, parts)
+
+    def flush(self) -> None:
+        self.writer.flush()
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+        self.writer.close()
