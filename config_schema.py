@@ -34,7 +34,7 @@ class TrainConfig:
     curriculum: Any = None  # curriculum_preset group: stages and advancement rule
     lr_schedule: dict[str, Any] = field(default_factory=dict)  # lr_schedule group (per network)
     lr: float = 1.0e-4  # base learning rate of every network
-    num_train_frames: int = 150_000  # run length in env frames (= global steps x action_repeat)
+    num_train_frames: int = 100_000  # run length in env frames (= global steps x action_repeat)
     num_seed_frames: int = 4_000  # frames of random actions before the first update
     eval_every_frames: int = 10_000  # evaluate every this many frames
     num_eval_episodes: int = 5  # episodes per evaluation

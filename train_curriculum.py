@@ -211,7 +211,8 @@ class Workspace:
                 if self.curriculum.is_final and "final_stage_step" not in self.result:
                     self.result["final_stage_step"] = step
                     self.result["final_stage_seconds"] = time.time() - self._t0
-            self.telemetry.scalar("curriculum/stage", self.curriculum.stage, step)
+                if step % self._log_every:  # log steps record the stage anyway
+                    self.telemetry.scalar("curriculum/stage", self.curriculum.stage, step)
 
     def train(self) -> None:
         cfg, ar = self.cfg, self.cfg.action_repeat
@@ -219,6 +220,7 @@ class Workspace:
             name: max(1, int(cfg[f"{name}_every_frames"]) // ar)
             for name in ("eval", "log", "checkpoint")
         }
+        self._log_every = every["log"]
         seed_steps = cfg.num_seed_frames // ar
         update_every = cfg.update_every_steps
         boundaries = [b for b in self.schedules.boundaries() if b > self.global_step]

@@ -7,7 +7,8 @@ import lr_scheduler as L
 
 SPEC = {
     "encoder": {"intervals": [{"start": 0, "end": 100, "lr": 1e-3}, {"start": 100, "lr": 1e-4}]},
-    "actor": {"type": "linear", "intervals": [{"start": 0, "end": 50, "lr": 1e-5, "final_lr": 1e-3}]},
+    "actor": {"type": "linear",
+              "intervals": [{"start": 0, "end": 50, "lr": 1e-5, "final_lr": 1e-3}]},
     "critic": {"type": "exponential_decay",
                "intervals": [{"start": 0, "lr": 1e-3, "decay_rate": 0.5, "decay_interval": 30}]},
 }  # fmt: skip
@@ -98,8 +99,9 @@ def test_state_round_trip_and_fingerprint_mismatch():
 
 
 def test_fingerprint_follows_resolved_values_not_spelling():
-    relative = {"actor": {"intervals": [{"start": 0, "end": "${run_frac:0.5}", "lr": "${base_lr:2}"},
-                                        {"start": "${run_frac:0.5}", "lr": 1e-4}]}}  # fmt: skip
+    half = "${run_frac:0.5}"
+    relative = {"actor": {"intervals": [{"start": 0, "end": half, "lr": "${base_lr:2}"},
+                                        {"start": half, "lr": 1e-4}]}}  # fmt: skip
     absolute = {"actor": {"intervals": [{"start": 0, "end": 100, "lr": 6e-4},
                                         {"start": 100, "lr": 1e-4}]}}  # fmt: skip
     assert sset(relative).fingerprint == sset(absolute).fingerprint

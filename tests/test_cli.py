@@ -1,0 +1,206 @@
+"""The real CLI, in subprocesses, with tiny budgets: presets, overrides, previews, errors."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+from cli import ROOT, TINY, run_cli, scalars
+from hydra import compose, initialize_config_dir
+
+import config_schema  # noqa: F401  (registers the schema before compose)
+import lr_scheduler as L
+from train_curriculum import compile_run_schedules
+
+PRESETS = sorted(p.stem for p in (ROOT / "cfgs" / "lr_schedule").glob("*.yaml"))
+NO_ENV = "env.id=DoesNotExist-v0"  # a run that built the env would fail on this id
+
+
+def composed(*overrides: str):
+    with initialize_config_dir(str(ROOT / "cfgs"), version_base="1.3"):
+        return compose("config", overrides=list(overrides))
+
+
+def test_shipped_presets_are_the_spec_list():
+    assert set(PRESETS) >= {
+        "constant", "gentle_decay", "aggressive_decay", "exponential_smooth", "stage_based",
+        "differential", "warmup_cosine", "recurrent_warmup",
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+@pytest.mark.parametrize("network_type", ["exponential_decay", "linear", "cosine", "step_decay"])
+def test_every_preset_compiles_and_survives_a_type_switch(preset, network_type):
+    cfg = composed(f"lr_schedule={preset}")
+    sset = compile_run_schedules(cfg)
+    assert set(sset) == set(L.NETWORKS)
+    if preset != "constant":
+        switched = compile_run_schedules(
+            composed(f"lr_schedule={preset}", f"lr_schedule.actor.type={network_type}")
+        )
+        assert switched["actor"].intervals[0].type == network_type or (
+            # a per-interval type wins over the network's type
+            "type" in cfg.lr_schedule.actor.intervals[0]
+        )
+
+
+@pytest.mark.parametrize("preset", [p for p in PRESETS if p != "constant"])
+def test_presets_follow_lr_and_run_length(preset):
+    small = compile_run_schedules(composed(f"lr_schedule={preset}"))
+    big = compile_run_schedules(
+        composed(f"lr_schedule={preset}", "lr=2.0e-4", "num_train_frames=300000")
+    )
+    for net in L.NETWORKS:
+        assert big[net](0) == pytest.approx(2 * small[net](0))
+        assert [2 * b for b in small[net].boundaries] == pytest.approx(big[net].boundaries, abs=1)
+
+
+def test_constant_is_identical_to_no_schedule():
+    sset = compile_run_schedules(composed("lr_schedule=constant", "lr=3e-4"))
+    assert all(sset[n](t) == 3e-4 for n in L.NETWORKS for t in (0, 10**4, 10**7))
+
+
+def test_all_presets_train_in_one_sweep(tmp_path):
+    proc = run_cli(
+        "-m", f"lr_schedule={','.join(PRESETS)}", *TINY,
+        f"hydra.sweep.dir={tmp_path}", "hydra.sweep.subdir=${hydra.job.num}",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for num, preset in enumerate(PRESETS):
+        run_dir = tmp_path / str(num)
+        assert (run_dir / "result.json").exists(), preset
+        expected = compile_run_schedules(composed(f"lr_schedule={preset}", *TINY))
+        for net in L.NETWORKS:
+            logged = scalars(run_dir, f"lr_{net}")
+            assert logged and logged[-1][0] == 3000
+            for step, value in logged:  # TensorBoard shows the compiled schedule
+                assert value == pytest.approx(expected[net](step), rel=1e-6), (preset, net, step)
+
+
+def test_default_command_trains_and_writes_outputs(tmp_path):
+    proc = run_cli(*TINY, run_dir=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (tmp_path / ".hydra" / "config.yaml").exists()
+    assert (tmp_path / "checkpoints" / "latest.pt").exists()
+    assert (tmp_path / "train_curriculum.log").read_text().count("step ") >= 3
+    for tag in ("lr_encoder", "lr_actor", "lr_critic", "curriculum/stage",
+                "train/episode_return", "eval/episode_return", "train/critic_loss"):  # fmt: skip
+        assert scalars(tmp_path, tag), tag
+    assert {v for _, v in scalars(tmp_path, "lr_actor")} == {1e-4}
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "lr_schedule=aggressive_decay lr=2.0e-4 num_train_frames=3000000",
+        "lr_schedule=stage_based curriculum_preset=conservative",
+        "lr_schedule=differential encoder_bundle@agent=enc_B",
+        "lr_schedule=warmup_cosine lr_schedule.warmup_frac=0.1 lr_schedule.decay=linear",
+    ],
+)
+def test_spec_command_lines_preview(line, tmp_path):
+    proc = run_cli(*line.split(), "dry_run=true", run_dir=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (tmp_path / "lr_schedule.png").stat().st_size > 5000
+
+
+def test_spec_training_lines_with_tiny_budget(tmp_path):
+    for k, line in enumerate([
+        "lr_schedule=stage_based curriculum_preset=conservative",
+        "lr_schedule=differential encoder_bundle@agent=enc_B",
+    ]):  # fmt: skip
+        proc = run_cli(*line.split(), *TINY, run_dir=tmp_path / str(k))
+        assert proc.returncode == 0, (line, proc.stderr[-3000:])
+
+
+def test_dotted_override_into_a_list_element_and_type_switch(tmp_path):
+    proc = run_cli(
+        "lr_schedule=gentle_decay", "lr_schedule.encoder.intervals.0.lr=2.0e-4",
+        "lr_schedule.actor.type=exponential_decay", "dry_run=true", run_dir=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    encoder = proc.stdout.split("[encoder]")[1].split("[actor]")[0]
+    actor = proc.stdout.split("[actor]")[1].split("[critic]")[0]
+    assert "2.0000e-04  #0 step_decay" in encoder
+    assert "exponential_decay" in actor
+
+
+def test_dry_run_builds_nothing(tmp_path):
+    proc = run_cli("lr_schedule=gentle_decay", "dry_run=true", NO_ENV, run_dir=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "no env or agent was built" in proc.stdout
+    assert (tmp_path / "lr_schedule.png").exists()
+    assert not (tmp_path / "tb").exists() and not (tmp_path / "checkpoints").exists()
+
+
+PRESET_BODY = """\
+  encoder:
+    type: cosine
+    intervals:
+      - {start: 0, end: 1000, lr: 3.0e-4, final_lr: 1.0e-5}
+      - {start: 1000, lr: 1.0e-5}
+"""
+
+
+@pytest.mark.parametrize("form", ["global", "group"])
+def test_custom_preset_from_searchpath(tmp_path, form):
+    folder = tmp_path / "my_presets" / "lr_schedule"
+    folder.mkdir(parents=True)
+    if form == "global":
+        text = "# @package _global_\nlr_schedule:\n" + PRESET_BODY
+    else:
+        text = textwrap.dedent(PRESET_BODY)
+    (folder / "my_preset.yaml").write_text(text)
+    proc = run_cli(
+        f"hydra.searchpath=[file://{tmp_path / 'my_presets'}]", "lr_schedule=my_preset",
+        *TINY, run_dir=tmp_path / "run",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    logged = dict(scalars(tmp_path / "run", "lr_encoder"))
+    assert logged[0] == pytest.approx(3e-4) and logged[1000] == pytest.approx(1e-5)
+    assert logged[500] == pytest.approx((3e-4 + 1e-5) / 2, rel=1e-5)
+    assert set(dict(scalars(tmp_path / "run", "lr_actor")).values()) == {pytest.approx(1e-4)}
+
+
+BAD_PRESETS = {
+    "overlap": ("      - {start: 0, end: 1000, lr: 1.0e-4}\n"
+                "      - {start: 500, end: 2000, lr: 5.0e-5}\n",
+                "lr_schedule.actor.intervals[1].start", "overlaps"),
+    "typo": ("      - {start: 0, end: 1000, lr: 1.0e-4, decay_rte: 0.9}\n",
+             "lr_schedule.actor.intervals[0].decay_rte", "decay_rate"),
+    "negative": ("      - {start: 0, end: 1000, lr: -1.0e-4}\n",
+                 "lr_schedule.actor.intervals[0].lr", "> 0"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", list(BAD_PRESETS))
+def test_bad_preset_exits_with_the_key_path_before_any_env(tmp_path, case):
+    rows, path, words = BAD_PRESETS[case]
+    folder = tmp_path / "p" / "lr_schedule"
+    folder.mkdir(parents=True)
+    (folder / "bad.yaml").write_text(
+        "# @package _global_\nlr_schedule:\n  actor:\n    intervals:\n" + rows
+    )
+    proc = run_cli(
+        f"hydra.searchpath=[file://{tmp_path / 'p'}]", "lr_schedule=bad", NO_ENV,
+        run_dir=tmp_path / "run",
+    )  # fmt: skip
+    assert proc.returncode == 2
+    message = proc.stderr.strip().splitlines()[-1]
+    assert message.startswith(f"error: invalid learning-rate schedule: {path}: "), proc.stderr
+    assert words in message and "Traceback" not in proc.stderr
+    assert not (tmp_path / "run" / "tb").exists()
+
+
+def test_unknown_top_level_key_fails_at_compose(tmp_path):
+    proc = run_cli("num_train_frame=1000", "dry_run=true", run_dir=tmp_path)
+    assert proc.returncode != 0 and "num_train_frame" in proc.stderr
+
+
+def test_kill_switch_says_so_and_trains_at_base_lr(tmp_path):
+    proc = run_cli(
+        "lr_schedule=aggressive_decay", *TINY, run_dir=tmp_path, env={"LR_SCHEDULE_DISABLE": "1"}
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "LR_SCHEDULE_DISABLE=1" in proc.stderr
+    assert {v for _, v in scalars(tmp_path, "lr_critic")} == {pytest.approx(1e-4)}
