@@ -7,10 +7,27 @@ fails at compose time. Import this module before calling ``hydra.compose``.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
+from omegaconf import OmegaConf
+
+MAX_DIRNAME = 120
+
+
+def safe_dirname(overrides: str) -> str:
+    """A sweep job's dir name from its overrides: no path separators, and long lists cut to
+    ``MAX_DIRNAME`` characters plus a short hash (file names stop at 255 bytes)."""
+    name = overrides.replace("/", "_") or "defaults"
+    if len(name) > MAX_DIRNAME:
+        name = f"{name[:MAX_DIRNAME]}..{hashlib.sha1(name.encode()).hexdigest()[:8]}"
+    return name
+
+
+if not OmegaConf.has_resolver("safe_dirname"):
+    OmegaConf.register_new_resolver("safe_dirname", safe_dirname)
 
 
 @dataclass

@@ -105,9 +105,32 @@ def test_spec_training_lines_with_tiny_budget(tmp_path):
     for k, line in enumerate([
         "lr_schedule=stage_based curriculum_preset=conservative",
         "lr_schedule=differential encoder_bundle@agent=enc_B",
+        "env=pendulum lr_schedule=gentle_decay",
     ]):  # fmt: skip
         proc = run_cli(*line.split(), *TINY, run_dir=tmp_path / str(k))
         assert proc.returncode == 0, (line, proc.stderr[-3000:])
+        assert scalars(tmp_path / str(k), "eval/episode_return"), line
+
+
+def test_seed_sweep_line_gives_readable_job_dirs(tmp_path):
+    proc = run_cli(
+        "-m", "lr_schedule=constant,gentle_decay", "seed=0,1", *TINY, "num_train_frames=1000",
+        f"hydra.sweep.dir={tmp_path}",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    jobs = sorted(p.name for p in tmp_path.iterdir() if p.is_dir())
+    assert [j.split("_")[0] for j in jobs] == ["0", "1", "2", "3"]
+    assert all(len(j) < 140 for j in jobs)  # long override lists are cut and hashed
+    assert all((tmp_path / j / "result.json").exists() for j in jobs)
+    overrides = (tmp_path / jobs[3] / ".hydra" / "overrides.yaml").read_text()
+    assert "lr_schedule=gentle_decay" in overrides and "seed=1" in overrides
+
+
+def test_short_override_lists_name_sweep_dirs_in_full():
+    assert config_schema.safe_dirname("lr_schedule=constant,seed=0") == (
+        "lr_schedule=constant,seed=0"
+    )
+    assert "/" not in config_schema.safe_dirname("hydra.searchpath=[file:///x]")
 
 
 def test_dotted_override_into_a_list_element_and_type_switch(tmp_path):
