@@ -20,6 +20,7 @@ import signal
 import sys
 import time
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 import hydra
@@ -215,6 +216,15 @@ class Workspace:
                     self.telemetry.scalar("curriculum/stage", self.curriculum.stage, step)
 
     def train(self) -> None:
+        """Train to the end of the budget; on SIGTERM/SIGINT checkpoint and raise `Preempted`."""
+        for _ in self.steps():
+            pass
+
+    def steps(self) -> Iterator[int]:
+        """The training loop, yielding the global step after every env step.
+
+        `train()` runs it to the end; benchmarks advance two workspaces in alternating chunks.
+        """
         cfg, ar = self.cfg, self.cfg.action_repeat
         every = {
             name: max(1, int(cfg[f"{name}_every_frames"]) // ar)
@@ -265,6 +275,7 @@ class Workspace:
                     last_return, ep_return = ep_return, 0.0
                     self._difficulty(self.env)
                     obs, _ = self.env.reset(seed=cfg.seed + self.episode)
+                yield step
             self.global_step = step
             self.evaluate(step)
             self._log_lrs(step)
