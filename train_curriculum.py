@@ -19,8 +19,8 @@ import random
 import signal
 import sys
 import time
-from pathlib import Path
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import hydra
@@ -311,6 +311,17 @@ class Workspace:
         }
 
 
+def make_workspace(cfg: DictConfig, run_dir: Path, schedules: ScheduleSet):
+    """The loop that fits the agent: agents whose class sets ``on_policy = True`` (PPO) collect
+    rollouts from vector envs (train_onpolicy.py); the others learn off-policy from replay."""
+    agent_cls = hydra.utils.get_class(cfg.agent._target_)
+    if getattr(agent_cls, "on_policy", False):
+        from train_onpolicy import OnPolicyWorkspace
+
+        return OnPolicyWorkspace(cfg, run_dir, schedules)
+    return Workspace(cfg, run_dir, schedules)
+
+
 @hydra.main(config_path="cfgs", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
@@ -326,7 +337,7 @@ def main(cfg: DictConfig) -> None:
         preview(cfg, schedules, run_dir)
         return
     try:
-        workspace = Workspace(cfg, run_dir, schedules)
+        workspace = make_workspace(cfg, run_dir, schedules)
     except lr_scheduler.ScheduleMismatchError as err:
         print(f"error: resume refused: {err}. To resume with the new schedule anyway, pass "
               "resume.allow_schedule_change=true", file=sys.stderr)  # fmt: skip

@@ -71,9 +71,10 @@ def main() -> None:
     steps = args.frames  # action_repeat 1: one global step per frame
     rate = {p: steps / seconds[p] for p in presets}
     for p in presets:
+        chunk_median = statistics.median(chunk_rates[p])
         print(f"  {p:<13} {rate[p]:7.1f} steps/s over {steps} steps "
-              f"(chunks of {args.chunk}: median {statistics.median(chunk_rates[p]):.1f})")  # fmt: skip
-    paired = [d / c for c, d in zip(chunk_rates["constant"], chunk_rates["differential"])]
+              f"(chunks of {args.chunk}: median {chunk_median:.1f})")  # fmt: skip
+    paired = [d / c for c, d in zip(chunk_rates["constant"], chunk_rates["differential"], strict=False)]
     ratio = rate["differential"] / rate["constant"]
     print(f"differential / constant steps/s: {ratio:.3f} over the whole run; median of "
           f"{len(paired)} paired chunks {statistics.median(paired):.3f} "
