@@ -74,7 +74,8 @@ def main() -> None:
         chunk_median = statistics.median(chunk_rates[p])
         print(f"  {p:<13} {rate[p]:7.1f} steps/s over {steps} steps "
               f"(chunks of {args.chunk}: median {chunk_median:.1f})")  # fmt: skip
-    paired = [d / c for c, d in zip(chunk_rates["constant"], chunk_rates["differential"], strict=False)]
+    pairs = zip(chunk_rates["constant"], chunk_rates["differential"], strict=False)
+    paired = [d / c for c, d in pairs]
     ratio = rate["differential"] / rate["constant"]
     print(f"differential / constant steps/s: {ratio:.3f} over the whole run; median of "
           f"{len(paired)} paired chunks {statistics.median(paired):.3f} "
