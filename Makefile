@@ -11,7 +11,7 @@ setup: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e ".[dev]"
+	$(BIN)/pip install --quiet -e ".[dev,launchers]"
 	touch $@
 
 train: setup  ## a real training run on the default env (state gimbal, DrQ-v2, constant LR)
@@ -23,6 +23,7 @@ test: setup
 bench: setup
 	$(BIN)/python benchmarks/schedule_overhead.py
 	$(BIN)/python benchmarks/loop_overhead.py
+	$(BIN)/python benchmarks/sweep_scaling.py
 
 lint: setup
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

@@ -66,3 +66,31 @@ class Telemetry:
         if self._bar is not None:
             self._bar.close()
         self.writer.close()
+
+
+HPARAM_METRICS = ("final_eval_return", "best_eval_return", "stage_reached", "steps_per_s")
+
+
+def write_hparams(tb_dir: Path, hparams: Mapping[str, object], result: Mapping[str, object]):
+    """Make the run a row of TensorBoard's HParams tab: the job's hyperparameters, and its
+    final metrics as ``hparams/<metric>`` scalars at the last step.
+
+    Written into the run's own ``tb`` dir (``SummaryWriter.add_hparams`` would open a sub-run),
+    so a sweep dir shows one run per job, named by the job's dir.
+    """
+    from torch.utils.tensorboard.summary import hparams as hparams_summaries
+
+    metrics = {
+        f"hparams/{name}": float(result[name])
+        for name in HPARAM_METRICS
+        if isinstance(result.get(name), int | float)
+    }
+    values = {
+        k: v if isinstance(v, int | float | str | bool) else str(v) for k, v in hparams.items()
+    }
+    step = int(result.get("global_step") or 0)
+    with SummaryWriter(log_dir=str(tb_dir)) as writer:
+        for summary in hparams_summaries(values, metrics):
+            writer.file_writer.add_summary(summary, step)
+        for tag, value in metrics.items():
+            writer.add_scalar(tag, value, step)

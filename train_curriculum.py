@@ -18,8 +18,9 @@ import os
 import random
 import signal
 import sys
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ import hydra
 import numpy as np
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 import checkpoint
@@ -65,6 +67,16 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def make_curriculum(cfg: DictConfig):
+    """The run's CurriculumManager, or None when the env has no curriculum."""
+    from envs import CurriculumManager
+
+    if not (cfg.env.get("curriculum") and cfg.curriculum is not None):
+        return None
+    c = OmegaConf.to_container(cfg.curriculum, resolve=True)
+    return CurriculumManager(c["stages"], c["window"], c["min_episodes"], c["success_threshold"])
+
+
 class Preempted(Exception):
     """SIGTERM/SIGINT arrived; a checkpoint has been written."""
 
@@ -73,33 +85,28 @@ class Preempted(Exception):
         self.signum = signum
 
 
+class Diverged(FloatingPointError):
+    """A loss became NaN or infinite: the run cannot recover, so it stops as failed."""
+
+
+def check_finite(metrics: Mapping[str, float], step: int) -> None:
+    """Raise `Diverged` naming the non-finite metrics, so a sweep records why the job failed."""
+    bad = [f"{name}={value}" for name, value in metrics.items() if not math.isfinite(value)]
+    if bad:
+        raise Diverged(f"diverged at step {step}: {', '.join(bad)}")
+
+
 class Workspace:
     """Everything one run owns: env, agent, replay, curriculum, LR controller, outputs."""
 
     def __init__(self, cfg: DictConfig, run_dir: Path, schedules: ScheduleSet):
-        from envs import CurriculumManager
         from envs.factory import make_env
         from telemetry import Telemetry
 
-        self.cfg = cfg
-        self.run_dir = run_dir
-        self.schedules = schedules
-        self.total_steps = total_steps(cfg)
-        self.ckpt_path = run_dir / "checkpoints" / "latest.pt"
-        state = self._load_checkpoint()
-        self.global_step = int(state["global_step"]) if state else 0
-        self.episode = int(state.get("episode", 0)) if state else 0
-
-        torch.set_num_threads(cfg.num_threads)
-        seed_everything(cfg.seed)
+        state = self._begin(cfg, run_dir, schedules)
         self.env = make_env(cfg.env, cfg.action_repeat)
         self.eval_env = make_env(cfg.env, cfg.action_repeat)
-        self.curriculum = None
-        if cfg.env.get("curriculum") and cfg.curriculum is not None:
-            c = OmegaConf.to_container(cfg.curriculum, resolve=True)
-            self.curriculum = CurriculumManager(
-                c["stages"], c["window"], c["min_episodes"], c["success_threshold"]
-            )
+        self.curriculum = make_curriculum(cfg)
         obs_space, act_space = self.env.observation_space, self.env.action_space
         self.agent = hydra.utils.instantiate(
             cfg.agent, obs_shape=list(obs_space.shape), action_shape=list(act_space.shape)
@@ -119,6 +126,21 @@ class Workspace:
         )
         self._signal: int | None = None
         self.result: dict[str, Any] = {"best_eval_return": None, "final_eval_return": None}
+
+    def _begin(self, cfg: DictConfig, run_dir: Path, schedules: ScheduleSet) -> dict | None:
+        """What every loop sets up first (this one and train_onpolicy's): run settings, the
+        checkpoint to resume from (returned, or None), threads and seeds."""
+        self.cfg = cfg
+        self.run_dir = run_dir
+        self.schedules = schedules
+        self.total_steps = total_steps(cfg)
+        self.ckpt_path = run_dir / "checkpoints" / "latest.pt"
+        state = self._load_checkpoint()
+        self.global_step = int(state["global_step"]) if state else 0
+        self.episode = int(state.get("episode", 0)) if state else 0
+        torch.set_num_threads(cfg.num_threads)
+        seed_everything(cfg.seed)
+        return state
 
     # ----------------------------------------------------------------------- checkpoints
 
@@ -180,6 +202,8 @@ class Workspace:
         returns, successes = [], []
         for k in range(self.cfg.num_eval_episodes):
             obs, _ = self.eval_env.reset(seed=self.cfg.seed * 100_003 + step + k)
+            if hasattr(self.agent, "begin_episode"):  # recurrent policies drop their state
+                self.agent.begin_episode()
             done, ep_return, info = False, 0.0, {}
             while not done:
                 with torch.no_grad():
@@ -238,7 +262,13 @@ class Workspace:
         next_mark = 0
         start_step = self.global_step
         self._t0 = time.time() - self.result.get("wall_time_s", 0.0)
-        handlers = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+        # Python only lets the main thread install handlers (thread-based sweep backends run jobs
+        # elsewhere); there the launcher owns the signals.
+        handlers = {}
+        if threading.current_thread() is threading.main_thread():
+            handlers = {
+                s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)
+            }
         step, last_return, metrics = self.global_step, float("nan"), {}
         try:
             self._difficulty(self.env)
@@ -264,6 +294,7 @@ class Workspace:
                 if step >= seed_steps and step % update_every == 0 and self.replay.can_sample:
                     self.lr.apply(step)
                     metrics = self.agent.update(self.replay.sample(), step)
+                    check_finite(metrics, step)
                 next_obs, reward, terminated, truncated, info = self.env.step(action)
                 done = terminated or truncated
                 self.replay.add(obs, action, reward, next_obs, terminated, done)
@@ -322,37 +353,93 @@ def make_workspace(cfg: DictConfig, run_dir: Path, schedules: ScheduleSet):
     return Workspace(cfg, run_dir, schedules)
 
 
+def job_hparams(cfg: DictConfig) -> dict[str, Any]:
+    """What the TensorBoard HParams tab compares: the chosen presets, the main knobs, and every
+    command-line override of this job (sweeps vary those)."""
+    hydra_cfg = HydraConfig.get()
+    choices = hydra_cfg.runtime.choices
+    hparams: dict[str, Any] = {
+        "agent": choices.get("agent"),
+        "encoder_bundle": choices.get("encoder_bundle@agent"),
+        "env": choices.get("env"),
+        "curriculum_preset": choices.get("curriculum_preset"),
+        "lr_schedule": choices.get("lr_schedule"),
+        "lr": float(cfg.lr),
+        "seed": int(cfg.seed),
+        "num_train_frames": int(cfg.num_train_frames),
+    }
+    for override in hydra_cfg.overrides.task:
+        key, _, value = override.lstrip("+~").partition("=")
+        hparams.setdefault(key, value)
+    return {k: v for k, v in hparams.items() if v is not None}
+
+
+def write_result(run_dir: Path, result: dict[str, Any]) -> None:
+    """``result.json``: what the sweep summary ranks (written for failed runs too)."""
+    (run_dir / "result.json").write_text(json.dumps(result, indent=2) + "\n")
+
+
 @hydra.main(config_path="cfgs", config_name="config", version_base="1.3")
-def main(cfg: DictConfig) -> None:
+def main(cfg: DictConfig) -> float | None:
+    """Returns the final evaluation return: the objective of an Optuna sweep (-inf if the run
+    failed: the worst value for a maximising search, which goes on and steers away from it).
+
+    A failure is recorded in ``result.json`` (status and error; traceback in the job's log).
+    A single run then exits non-zero; a sweep job returns, so the other jobs go on and the sweep
+    summary (sweep_summary.py) reports it and sets the exit status.
+    """
     run_dir = Path(HydraConfig.get().runtime.output_dir)
+    in_sweep = HydraConfig.get().mode == RunMode.MULTIRUN
+
+    def fail(message: str, exit_code: int, result: dict[str, Any] | None = None) -> float:
+        write_result(run_dir, {**(result or {}), "status": "failed", "error": message})
+        print(f"error: {message}", file=sys.stderr)
+        if not in_sweep:
+            sys.exit(exit_code)
+        return -math.inf
+
     try:
         schedules = compile_run_schedules(cfg)
     except ScheduleError as err:
-        print(f"error: invalid learning-rate schedule: {err}", file=sys.stderr)
-        sys.exit(2)
+        return fail(f"invalid learning-rate schedule: {err}", 2)
     if schedules.disabled:
         print(f"{lr_scheduler.DISABLE_ENV_VAR}=1: lr_schedule ignored; every network trains "
               f"at the base lr={cfg.lr}", file=sys.stderr)  # fmt: skip
     if cfg.dry_run:
         preview(cfg, schedules, run_dir)
-        return
+        return None
     try:
         workspace = make_workspace(cfg, run_dir, schedules)
     except lr_scheduler.ScheduleMismatchError as err:
-        print(f"error: resume refused: {err}. To resume with the new schedule anyway, pass "
-              "resume.allow_schedule_change=true", file=sys.stderr)  # fmt: skip
-        sys.exit(2)
+        return fail(f"resume refused: {err}. To resume with the new schedule anyway, pass "
+                    "resume.allow_schedule_change=true", 2)  # fmt: skip
+    except Exception as err:
+        log.exception("could not build the run")
+        return fail(f"{type(err).__name__}: {err}", 1)
+    from telemetry import write_hparams
+
     try:
         workspace.train()
     except Preempted as stop:
         log.info("%s: checkpoint written at step %d; re-run in %s to resume",
                  stop, workspace.global_step, run_dir)  # fmt: skip
         sys.exit(128 + stop.signum)
-    summary = workspace.summary()
-    (run_dir / "result.json").write_text(json.dumps(summary, indent=2) + "\n")
+    except Exception as err:
+        log.exception("training failed at step %d", workspace.global_step)
+        summary = workspace.summary()
+        write_hparams(run_dir / "tb", {**job_hparams(cfg), "status": "failed"}, summary)
+        return fail(f"{type(err).__name__}: {err}", 1, summary)
+    summary = {**workspace.summary(), "status": "completed", "error": None}
+    write_result(run_dir, summary)
+    write_hparams(run_dir / "tb", {**job_hparams(cfg), "status": "completed"}, summary)
     log.info("done: %s", json.dumps(summary))
+    final = summary.get("final_eval_return")
+    return -math.inf if final is None else float(final)
 
 
 if __name__ == "__main__":
+    # train_onpolicy imports this module by name: let it find this run's module (one Preempted
+    # class, one Workspace) instead of executing a second copy.
+    sys.modules.setdefault("train_curriculum", sys.modules[__name__])
     os.environ.setdefault("MPLBACKEND", "Agg")
     main()

@@ -120,6 +120,11 @@ class DrQV2Agent:
                 "encoder_bundle@agent=enc_A or enc_B"
             )
         bundle = str(encoder_cfg.pop("bundle"))
+        if bundle == "gru":
+            raise ValueError(
+                "encoder_bundle@agent=gru is PPO's recurrent trunk (agent=ppo); DrQ-v2 takes "
+                "enc_A or enc_B"
+            )
         # Hydra hands list knobs over as ListConfig; the encoders only need a sequence.
         encoder_cfg = {
             k: tuple(v) if isinstance(v, Sequence) and not isinstance(v, str) else v

@@ -30,8 +30,27 @@ class ActionRepeat(gym.Wrapper):
         return obs, total, terminated, truncated, info
 
 
+class SelectObservation(gym.ObservationWrapper):
+    """Keep only the observation entries at ``indices`` (e.g. CartPole without its velocities,
+    a task that needs memory)."""
+
+    def __init__(self, env: gym.Env, indices: list[int]):
+        super().__init__(env)
+        self.indices = np.asarray(indices, dtype=np.int64)
+        space = env.observation_space
+        self.observation_space = gym.spaces.Box(
+            space.low[self.indices], space.high[self.indices], dtype=space.dtype
+        )
+
+    def observation(self, observation):
+        return observation[self.indices]
+
+
 def make_env(env_cfg: Mapping[str, Any], action_repeat: int = 1) -> gym.Env:
-    """``gym.make`` the configured id; continuous actions are rescaled to ``[-1, 1]``."""
+    """``gym.make`` the configured id; continuous actions are rescaled to ``[-1, 1]``.
+
+    ``obs_indices`` (optional) keeps only those entries of a state observation.
+    """
     kwargs = dict(env_cfg.get("kwargs") or {})
     obs_type = env_cfg.get("obs_type", "state")
     if env_cfg["id"].startswith("Gimbal"):
@@ -43,6 +62,26 @@ def make_env(env_cfg: Mapping[str, Any], action_repeat: int = 1) -> gym.Env:
         np.all(env.action_space.low == -1) and np.all(env.action_space.high == 1)
     ):
         env = gym.wrappers.RescaleAction(env, -1.0, 1.0)
+    if env_cfg.get("obs_indices") is not None:
+        env = SelectObservation(env, list(env_cfg["obs_indices"]))
     if action_repeat > 1:
         env = ActionRepeat(env, action_repeat)
     return env
+
+
+def make_vector_env(
+    env_cfg: Mapping[str, Any], num_envs: int, action_repeat: int = 1
+) -> gym.vector.SyncVectorEnv:
+    """``num_envs`` copies of :func:`make_env` stepped in one process.
+
+    Same-step autoreset: an env that ends an episode is reset inside that ``step()``, which returns
+    the new episode's first observation and puts the last one in ``info["final_obs"]``. So every
+    step is a transition (gymnasium's default next-step mode instead spends one step per episode
+    on the reset, with the action ignored), and a truncated episode can bootstrap from its final
+    observation. ``copy=False``: the returned observation array is reused by the next step.
+    """
+    return gym.vector.SyncVectorEnv(
+        [lambda: make_env(env_cfg, action_repeat) for _ in range(num_envs)],
+        copy=False,
+        autoreset_mode=gym.vector.AutoresetMode.SAME_STEP,
+    )

@@ -37,6 +37,13 @@ def run_cli(*args: str, run_dir: Path | None = None, env: dict | None = None, ti
     )
 
 
+def start_cli(*args: str, run_dir: Path) -> subprocess.Popen:
+    """Start train_curriculum.py in the background (to signal it); output piped."""
+    cmd = [sys.executable, str(ROOT / "train_curriculum.py"), *args, f"hydra.run.dir={run_dir}"]
+    env = {k: v for k, v in os.environ.items() if k != "LR_SCHEDULE_DISABLE"}
+    return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
 def scalars(run_dir: Path, tag: str) -> list[tuple[int, float]]:
     """(step, value) of a TensorBoard tag, as TensorBoard shows it (purged events hidden)."""
     acc = EventAccumulator(str(run_dir / "tb"), size_guidance={"scalars": 0})

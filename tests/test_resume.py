@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 import time
 from collections import Counter
 
 import pytest
 import torch
-from cli import ROOT, TINY, run_cli, scalars
+from cli import TINY, run_cli, scalars, start_cli
 
 import checkpoint
 
@@ -22,10 +19,7 @@ TAGS = ("lr_encoder", "lr_actor", "lr_critic", "curriculum/stage", "train/episod
 
 
 def start(run_dir, *extra):
-    cmd = [sys.executable, str(ROOT / "train_curriculum.py"), *RUN, *extra,
-           f"hydra.run.dir={run_dir}"]  # fmt: skip
-    env = {k: v for k, v in os.environ.items() if k != "LR_SCHEDULE_DISABLE"}
-    return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    return start_cli(*RUN, *extra, run_dir=run_dir)
 
 
 def wait_for_checkpoint_step(run_dir, at_least, proc, timeout=120):

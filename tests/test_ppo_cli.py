@@ -1,0 +1,76 @@
+"""PPO through the real CLI: the documented command, and kill/resume keeping the LR trace."""
+
+from __future__ import annotations
+
+import signal
+from collections import Counter
+
+import pytest
+import torch
+from cli import run_cli, scalars, start_cli
+from test_resume import wait_for_checkpoint_step
+
+import checkpoint
+
+# Rollouts of 4 x 64 = 256 steps; a warmup then cosine LR that changes at every rollout.
+PPO = [
+    "agent=ppo", "env=cartpole", "lr_schedule=warmup_cosine", "lr_schedule.warmup_frac=0.2",
+    "agent.num_steps=64", "num_train_frames=30000", "log_every_frames=1000",
+    "checkpoint_every_frames=3000", "eval_every_frames=10000", "num_eval_episodes=1",
+    "progress=lines",
+]  # fmt: skip
+LR_TAGS = ("lr_encoder", "lr_actor", "lr_critic", "ppo/learning_rate")
+TAGS = (*LR_TAGS, "train/episode_return", "ppo/approx_kl", "eval/episode_return")
+
+
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("straight")
+    done = run_cli(*PPO, run_dir=run_dir)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return run_dir
+
+
+def assert_same_lr_trace(straight, resumed):
+    for tag in LR_TAGS:
+        a, b = scalars(straight, tag), scalars(resumed, tag)
+        assert [s for s, _ in a] == [s for s, _ in b], tag
+        assert [v for _, v in a] == pytest.approx([v for _, v in b], rel=1e-7), tag
+    for tag in TAGS:  # no step shown twice
+        steps = Counter(s for s, _ in scalars(resumed, tag))
+        assert steps and all(n == 1 for n in steps.values()), (tag, steps.most_common(3))
+
+
+def test_documented_command_trains_and_logs_ppo_scalars(straight):
+    for tag in (*TAGS, "ppo/clip_fraction", "ppo/value_loss", "ppo/policy_loss", "ppo/entropy",
+                "ppo/explained_variance"):  # fmt: skip
+        assert scalars(straight, tag), tag
+    lrs = [v for _, v in scalars(straight, "lr_actor")]
+    assert lrs[0] == pytest.approx(2.5e-6) and max(lrs) == pytest.approx(2.5e-4, rel=0.05)
+    assert scalars(straight, "lr_actor")[-1][0] == 30208  # the first rollout end past the budget
+
+
+def test_sigkill_then_rerun_keeps_the_lr_trace(straight, tmp_path):
+    proc = start_cli(*PPO, run_dir=tmp_path)
+    wait_for_checkpoint_step(tmp_path, 6000, proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    resumed = run_cli(*PPO, run_dir=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resuming from" in (tmp_path / "train_curriculum.log").read_text()
+    assert_same_lr_trace(straight, tmp_path)
+
+
+def test_sigterm_mid_rollout_saves_the_last_update_and_resumes(straight, tmp_path):
+    proc = start_cli(*PPO, run_dir=tmp_path)
+    wait_for_checkpoint_step(tmp_path, 3000, proc)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 128 + signal.SIGTERM
+    path = tmp_path / "checkpoints" / "latest.pt"
+    torch.load(path, weights_only=True)  # plain data
+    state = checkpoint.load(path)
+    assert state["global_step"] % 256 == 0  # a rollout boundary: the partial rollout is dropped
+    assert state["agent"]["optimizer"]["state"] and state["lr_schedule"]["fingerprint"]
+    resumed = run_cli(*PPO, run_dir=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert_same_lr_trace(straight, tmp_path)

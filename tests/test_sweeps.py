@@ -1,0 +1,206 @@
+"""Sweeps through every launcher, with tiny budgets: the summary, failures, SLURM without a
+cluster, and what TensorBoard shows for a sweep."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import stat
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import yaml
+from cli import TINY, run_cli, scalars
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.hparams import plugin_data_pb2
+
+import sweep_summary
+
+SHORT = [*TINY, "num_train_frames=1000", "eval_every_frames=500"]
+DIVERGES = "lr=1e30"  # Adam at this LR turns the actor loss into NaN/inf at the first update
+
+
+def sweep(*args: str, sweep_dir: Path, env: dict | None = None):
+    return run_cli("-m", *args, *SHORT, f"hydra.sweep.dir={sweep_dir}", env=env)
+
+
+def summary_rows(sweep_dir: Path) -> list[dict[str, str]]:
+    with (sweep_dir / "summary.csv").open() as f:
+        return list(csv.DictReader(f))
+
+
+def job_dir(sweep_dir: Path, num: int) -> Path:
+    (found,) = sweep_dir.glob(f"{num}_*")
+    return found
+
+
+@pytest.fixture(scope="module")
+def failing_sweep(tmp_path_factory):
+    """Basic launcher: two healthy jobs and one that diverges."""
+    sweep_dir = tmp_path_factory.mktemp("sweep")
+    proc = sweep(f"lr=1e-4,3e-4,{DIVERGES.split('=')[1]}", sweep_dir=sweep_dir)
+    return proc, sweep_dir
+
+
+def test_a_diverging_job_fails_the_command_but_not_the_sweep(failing_sweep):
+    proc, sweep_dir = failing_sweep
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert "error: 1 of 3 sweep jobs failed" in proc.stderr
+    failed = json.loads((job_dir(sweep_dir, 2) / "result.json").read_text())
+    assert failed["status"] == "failed" and failed["error"].startswith("Diverged: diverged at step")
+    assert "Traceback" in (job_dir(sweep_dir, 2) / "train_curriculum.log").read_text()
+    for num in (0, 1):  # the jobs around it ran to the end
+        assert json.loads((job_dir(sweep_dir, num) / "result.json").read_text())["status"] == (
+            "completed"
+        )
+
+
+def test_summary_ranks_jobs_by_final_return_failed_last(failing_sweep):
+    _, sweep_dir = failing_sweep
+    rows = summary_rows(sweep_dir)
+    assert [r["rank"] for r in rows] == ["1", "2", "3"]
+    assert [r["status"] for r in rows] == ["completed", "completed", "failed"]
+    assert rows[2]["overrides"] == "lr=1e+30" and "Diverged" in rows[2]["error"]
+    returns = [float(r["final_eval_return"]) for r in rows[:2]]
+    assert returns == sorted(returns, reverse=True)
+    for row in rows:
+        result = json.loads((sweep_dir / row["run_dir"] / "result.json").read_text())
+        assert float(row["final_eval_return"]) == pytest.approx(result["final_eval_return"])
+        assert row["stage"].startswith(f"{result['stage_reached'] + 1}/")
+        assert float(row["wall_time_s"]) > 0 and float(row["steps_per_s"]) > 0
+    markdown = (sweep_dir / "summary.md").read_text()
+    assert f"**Winner: job {rows[0]['job']} ({rows[0]['overrides']})**" in markdown
+    assert "2 of 3 jobs completed" in markdown and "num_train_frames=1000" in markdown
+    assert markdown.count("\n| ") == 4  # header + one line per job
+    assert (sweep_dir / "summary.png").stat().st_size > 20_000
+
+
+def test_tensorboard_names_runs_by_job_and_compares_hparams(failing_sweep):
+    _, sweep_dir = failing_sweep
+    run = job_dir(sweep_dir, 1)
+    # TensorBoard names the run by its dir: job number, then the overrides (cut when long)
+    assert run.name.startswith("1_agent.feature_dim=16,")
+    acc = EventAccumulator(str(run / "tb"))
+    acc.Reload()
+    content = acc.PluginTagToContent("hparams")
+    start = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_start_info"])
+    hparams = start.session_start_info.hparams
+    assert hparams["lr"].number_value == pytest.approx(3e-4)
+    assert hparams["lr_schedule"].string_value == "constant"
+    assert hparams["status"].string_value == "completed"
+    assert hparams["num_train_frames"].number_value == 1000
+    result = json.loads((run / "result.json").read_text())
+    ((step, final),) = scalars(run, "hparams/final_eval_return")
+    assert step == 1000 and final == pytest.approx(result["final_eval_return"], rel=1e-6)
+
+
+def test_ranking_breaks_return_ties_by_stage_reached():
+    rows = [
+        {"job": 0, "status": "completed", "final_eval_return": 5.0, "stage_reached": 1},
+        {"job": 1, "status": "failed", "final_eval_return": 9.0, "stage_reached": 3},
+        {"job": 2, "status": "completed", "final_eval_return": 5.0, "stage_reached": 2},
+        {"job": 3, "status": "completed", "final_eval_return": 7.0, "stage_reached": 0},
+        {"job": 4, "status": "missing"},
+    ]
+    assert [r["job"] for r in sweep_summary.rank(rows)] == [3, 2, 0, 1, 4]
+
+
+def test_joblib_runs_jobs_in_parallel_and_reseeds_reused_workers(tmp_path):
+    proc = sweep(
+        "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "seed=0,1,0", sweep_dir=tmp_path
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Joblib.Parallel(n_jobs=2" in proc.stdout
+    results = [json.loads((job_dir(tmp_path, n) / "result.json").read_text()) for n in range(3)]
+    # TensorBoard event files end in <pid>.<n>: two worker processes, one of them reused
+    pids = {f.name.split(".")[-2] for f in tmp_path.glob("*/tb/events.out.tfevents.*")}
+    assert len(pids) == 2
+    assert results[2]["final_eval_return"] == results[0]["final_eval_return"]  # same seed
+    assert [r["status"] for r in summary_rows(tmp_path)] == ["completed"] * 3
+
+
+def test_submitit_local_records_a_job_that_raises(tmp_path):
+    proc = sweep("hydra/launcher=submitit_local", "env.id=Gimbal-v0,DoesNotExist-v0",
+                 sweep_dir=tmp_path)  # fmt: skip
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    rows = summary_rows(tmp_path)
+    assert [(r["job"], r["status"]) for r in rows] == [("0", "completed"), ("1", "failed")]
+    assert "DoesNotExist" in rows[1]["error"]
+    assert (tmp_path / ".submitit").is_dir()
+
+
+def test_single_run_failure_exits_nonzero_and_is_recorded(tmp_path):
+    proc = run_cli(*SHORT, DIVERGES, run_dir=tmp_path)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: Diverged: diverged at step ")
+    assert json.loads((tmp_path / "result.json").read_text())["status"] == "failed"
+
+
+FAKE_SBATCH = """\
+#!{python}
+# Stands in for SLURM's sbatch: keep the batch script, then run its array tasks one after the
+# other in the background (as SLURM would, later), and answer like sbatch.
+import os, re, subprocess, sys
+script = open(sys.argv[-1]).read()
+open(os.path.join(os.environ["FAKE_SLURM_LOG"], "batch.sh"), "w").write(script)
+last = int(re.search(r"--array=0-(\\d+)%", script).group(1))
+env = dict(os.environ, SLURM_JOB_ID="4242", SLURM_ARRAY_JOB_ID="4242", SLURM_NTASKS="1",
+           SLURM_JOB_NUM_NODES="1", SLURM_NODEID="0", SLURM_JOB_NODELIST="localhost",
+           SLURM_PROCID="0", SLURM_LOCALID="0")
+tasks = "; ".join(f"SLURM_ARRAY_TASK_ID={{i}} bash {{sys.argv[-1]}}" for i in range(last + 1))
+subprocess.Popen(["bash", "-c", tasks], env=env, stdout=subprocess.DEVNULL,
+                 stderr=subprocess.DEVNULL, start_new_session=True)
+print("Submitted batch job 4242")
+"""
+FAKE_SRUN = """\
+#!/bin/bash
+# srun [options] command: drop the options, run the command here.
+while [[ $1 == --* ]]; do
+  case $1 in --output|--error) shift 2 ;; *) shift ;; esac
+done
+exec "$@"
+"""
+FAKE_SACCT = """\
+#!/bin/bash
+echo "JobID|State|NodeList"
+"""
+
+
+def test_slurm_launcher_writes_the_batch_script_and_runs_without_a_cluster(tmp_path):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fakes = {"sbatch": FAKE_SBATCH.format(python=sys.executable), "srun": FAKE_SRUN,
+             "sacct": FAKE_SACCT, "scancel": "#!/bin/bash\n"}  # fmt: skip
+    for name, text in fakes.items():
+        (bin_dir / name).write_text(textwrap.dedent(text))
+        (bin_dir / name).chmod(stat.S_IRWXU)
+    env = {"PATH": f"{bin_dir}:{os.environ['PATH']}", "FAKE_SLURM_LOG": str(tmp_path)}
+    proc = sweep(
+        "hydra/launcher=slurm", "hydra.launcher.partition=debug", "hydra.launcher.timeout_min=30",
+        "hydra.launcher.gpus_per_node=1", "hydra.launcher.array_parallelism=2", "seed=0,1,2",
+        sweep_dir=tmp_path / "sweep", env=env,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    script = (tmp_path / "batch.sh").read_text()
+    for line in ("--array=0-2%2", "--partition=debug", "--time=30", "--gpus-per-node=1",
+                 "--cpus-per-task=2", "--mem=16GB"):  # fmt: skip
+        assert f"#SBATCH {line}\n" in script, script
+    assert "srun" in script and "submitit.core._submit" in script
+    rows = summary_rows(tmp_path / "sweep")
+    assert sorted(r["job"] for r in rows) == ["0", "1", "2"]
+    assert all(r["status"] == "completed" for r in rows)
+
+
+def test_optuna_search_finds_the_best_trial_and_the_summary_agrees(tmp_path):
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper", reason='pip install -e ".[optuna]"')
+    proc = sweep("hydra/sweeper=lr_search", "hydra.sweeper.n_trials=3", "hydra.sweeper.n_jobs=3",
+                 sweep_dir=tmp_path)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    best = yaml.safe_load((tmp_path / "optimization_results.yaml").read_text())
+    assert set(best["best_params"]) == {"lr", "lr_schedule", "++lr_schedule.warmup_frac"}
+    winner = summary_rows(tmp_path)[0]
+    assert float(winner["final_eval_return"]) == pytest.approx(best["best_value"])
+    assert f"lr_schedule={best['best_params']['lr_schedule']}" in winner["overrides"]
