@@ -187,6 +187,19 @@ class Workspace:
     def _on_signal(self, signum: int, frame: Any) -> None:
         self._signal = signum  # handled at the top of the next step: never mid-update
 
+    def _catch_signals(self) -> dict:
+        """Route SIGTERM/SIGINT to `_on_signal`; returns the handlers to put back. Python lets
+        only the main thread install handlers: elsewhere (thread-based sweep backends) the
+        launcher owns the signals and this does nothing."""
+        if threading.current_thread() is not threading.main_thread():
+            return {}
+        return {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+
+    @staticmethod
+    def _release_signals(handlers: dict) -> None:
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
+
     # ----------------------------------------------------------------------- loop
 
     def _difficulty(self, env) -> None:
@@ -262,13 +275,7 @@ class Workspace:
         next_mark = 0
         start_step = self.global_step
         self._t0 = time.time() - self.result.get("wall_time_s", 0.0)
-        # Python only lets the main thread install handlers (thread-based sweep backends run jobs
-        # elsewhere); there the launcher owns the signals.
-        handlers = {}
-        if threading.current_thread() is threading.main_thread():
-            handlers = {
-                s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)
-            }
+        handlers = self._catch_signals()
         step, last_return, metrics = self.global_step, float("nan"), {}
         try:
             self._difficulty(self.env)
@@ -312,8 +319,7 @@ class Workspace:
             self._log_lrs(step)
             self.save()
         finally:
-            for s, handler in handlers.items():
-                signal.signal(s, handler)
+            self._release_signals(handlers)
             self.result["wall_time_s"] = time.time() - self._t0
             self.telemetry.close()
 
@@ -346,6 +352,9 @@ def make_workspace(cfg: DictConfig, run_dir: Path, schedules: ScheduleSet):
     """The loop that fits the agent: agents whose class sets ``on_policy = True`` (PPO) collect
     rollouts from vector envs (train_onpolicy.py); the others learn off-policy from replay."""
     agent_cls = hydra.utils.get_class(cfg.agent._target_)
+    if cfg.compile and not getattr(agent_cls, "on_policy", False):
+        raise ValueError(f"compile=true: only agent=ppo runs its update through torch.compile, "
+                         f"not {agent_cls.__name__}; leave compile=false")  # fmt: skip
     if getattr(agent_cls, "on_policy", False):
         from train_onpolicy import OnPolicyWorkspace
 

@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import logging
 import math
-import signal
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -205,11 +203,7 @@ class OnPolicyWorkspace(Workspace):
         self._log_every = every["log"]
         boundaries = [b for b in self.schedules.boundaries() if b > self.global_step]
         self._t0 = time.time() - self.result.get("wall_time_s", 0.0)
-        handlers = {}
-        if threading.current_thread() is threading.main_thread():  # only there Python allows it
-            handlers = {
-                s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)
-            }
+        handlers = self._catch_signals()
         self.last_return = math.nan
         self._ep_return = np.zeros(self.num_envs)
         try:
@@ -255,8 +249,7 @@ class OnPolicyWorkspace(Workspace):
                     self.save()
                 yield step
         finally:
-            for s, handler in handlers.items():
-                signal.signal(s, handler)
+            self._release_signals(handlers)
             self.result["wall_time_s"] = time.time() - self._t0
             self.telemetry.close()
 

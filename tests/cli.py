@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+import checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 # A few thousand frames: seconds on a laptop CPU, still every phase of the loop.
@@ -51,3 +55,30 @@ def scalars(run_dir: Path, tag: str) -> list[tuple[int, float]]:
     if tag not in acc.Tags()["scalars"]:
         return []
     return [(e.step, e.value) for e in acc.Scalars(tag)]
+
+
+def wait_for_checkpoint_step(run_dir: Path, at_least: int, proc, timeout=120) -> int:
+    """Wait until the run's checkpoint holds ``global_step >= at_least``; returns that step."""
+    path = run_dir / "checkpoints" / "latest.pt"
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+        if path.exists():
+            step = checkpoint.load(path)["global_step"]
+            if step >= at_least:
+                return step
+        time.sleep(0.2)
+    raise TimeoutError("no checkpoint")
+
+
+def kill_then_rerun(*args: str, run_dir: Path, at_step: int) -> subprocess.CompletedProcess:
+    """SIGKILL a run once it has checkpointed ``at_step``, then re-run it in the same dir (the
+    re-run must resume and finish)."""
+    proc = start_cli(*args, run_dir=run_dir)
+    wait_for_checkpoint_step(run_dir, at_step, proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    resumed = run_cli(*args, run_dir=run_dir)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resuming from" in (run_dir / "train_curriculum.log").read_text()
+    return resumed

@@ -209,3 +209,19 @@ def test_every_vector_env_follows_the_curriculum_stage(tmp_path):
     for difficulty in ws.envs.get_attr("_difficulty"):
         assert {k: difficulty[k] for k in wanted} == wanted
     loop.close()
+
+
+def test_top_level_compile_reaches_ppo_and_drqv2_refuses_it(tmp_path):
+    from hydra import compose, initialize_config_dir
+
+    import config_schema  # noqa: F401  (registers the root schema)
+    from train_curriculum import compile_run_schedules, make_workspace
+
+    cfgs = str(Path(__file__).resolve().parents[1] / "cfgs")
+    with initialize_config_dir(cfgs, version_base="1.3"):
+        ppo = compose("config", overrides=["agent=ppo", "env=cartpole", "compile=true"])
+        drqv2 = compose("config", overrides=["compile=true"])
+    assert ppo.agent.compile is True
+    with pytest.raises(ValueError, match="only agent=ppo"):
+        make_workspace(drqv2, tmp_path, compile_run_schedules(drqv2))
+    assert not any(tmp_path.iterdir())  # refused before anything was built or written

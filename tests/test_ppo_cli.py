@@ -7,8 +7,7 @@ from collections import Counter
 
 import pytest
 import torch
-from cli import run_cli, scalars, start_cli
-from test_resume import wait_for_checkpoint_step
+from cli import kill_then_rerun, run_cli, scalars, start_cli, wait_for_checkpoint_step
 
 import checkpoint
 
@@ -51,13 +50,7 @@ def test_documented_command_trains_and_logs_ppo_scalars(straight):
 
 
 def test_sigkill_then_rerun_keeps_the_lr_trace(straight, tmp_path):
-    proc = start_cli(*PPO, run_dir=tmp_path)
-    wait_for_checkpoint_step(tmp_path, 6000, proc)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    resumed = run_cli(*PPO, run_dir=tmp_path)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert "resuming from" in (tmp_path / "train_curriculum.log").read_text()
+    kill_then_rerun(*PPO, run_dir=tmp_path, at_step=6000)
     assert_same_lr_trace(straight, tmp_path)
 
 

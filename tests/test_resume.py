@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import signal
-import time
 from collections import Counter
 
 import pytest
 import torch
-from cli import TINY, run_cli, scalars, start_cli
+from cli import TINY, kill_then_rerun, run_cli, scalars, start_cli, wait_for_checkpoint_step
 
 import checkpoint
 
@@ -22,30 +21,11 @@ def start(run_dir, *extra):
     return start_cli(*RUN, *extra, run_dir=run_dir)
 
 
-def wait_for_checkpoint_step(run_dir, at_least, proc, timeout=120):
-    path = run_dir / "checkpoints" / "latest.pt"
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
-        if path.exists():
-            step = checkpoint.load(path)["global_step"]
-            if step >= at_least:
-                return step
-        time.sleep(0.2)
-    raise TimeoutError("no checkpoint")
-
-
 def test_sigkill_then_rerun_gives_the_uninterrupted_lr_trace(tmp_path):
     straight = tmp_path / "straight"
     assert run_cli(*RUN, run_dir=straight).returncode == 0
     killed = tmp_path / "killed"
-    proc = start(killed)
-    wait_for_checkpoint_step(killed, 3000, proc)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    resumed = run_cli(*RUN, run_dir=killed)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert "resuming from" in (killed / "train_curriculum.log").read_text()
+    kill_then_rerun(*RUN, run_dir=killed, at_step=3000)
     for tag in ("lr_encoder", "lr_actor", "lr_critic"):
         a, b = scalars(straight, tag), scalars(killed, tag)
         assert [s for s, _ in a] == [s for s, _ in b], tag
