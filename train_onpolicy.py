@@ -241,10 +241,10 @@ class OnPolicyWorkspace(Workspace):
                 last = step >= self.total_steps  # the run ends with an eval and an LR log
                 if crossed or last or _crossed(before, step, every["log"]):
                     self._log_lrs(step)
-                if _crossed(before, step, every["log"]):
-                    self._log_progress(step, self.last_return, {})
                 if last or _crossed(before, step, every["eval"]):
                     self.evaluate(step)
+                if _crossed(before, step, every["log"]):  # after the eval: the line shows it
+                    self._log_progress(step, self.last_return, {})
                 if last or _crossed(before, step, every["checkpoint"]):
                     self.save()
                 yield step
