@@ -388,6 +388,21 @@ def write_result(run_dir: Path, result: dict[str, Any]) -> None:
     (run_dir / "result.json").write_text(json.dumps(result, indent=2) + "\n")
 
 
+def compose_config(overrides: list[str]) -> DictConfig:
+    """The run config composed from ``cfgs/`` as the CLI would, without Hydra's run dir."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(str(Path(__file__).resolve().parent / "cfgs"), version_base="1.3"):
+        return compose("config", overrides=list(overrides))
+
+
+def workspace_from_overrides(overrides: list[str], run_dir: Path):
+    """The workspace the CLI would train (for benchmarks and tests), e.g.
+    ``["agent=ppo", "env=cartpole", "lr=1e-3"]``."""
+    cfg = compose_config(overrides)
+    return make_workspace(cfg, run_dir, compile_run_schedules(cfg))
+
+
 @hydra.main(config_path="cfgs", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> float | None:
     """Returns the final evaluation return: the objective of an Optuna sweep (-inf if the run

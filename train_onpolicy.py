@@ -254,19 +254,6 @@ class OnPolicyWorkspace(Workspace):
             self.telemetry.close()
 
 
-def workspace_from_overrides(overrides: list[str], run_dir: Path) -> OnPolicyWorkspace:
-    """An on-policy workspace composed as the CLI would (for benchmarks and tests), e.g.
-    ``["agent=ppo", "env=cartpole", "lr=1e-3"]``."""
-    from hydra import compose, initialize_config_dir
-
-    import config_schema  # noqa: F401  (registers the root schema)
-    from train_curriculum import compile_run_schedules
-
-    with initialize_config_dir(str(Path(__file__).resolve().parent / "cfgs"), version_base="1.3"):
-        cfg = compose("config", overrides=overrides)
-    return OnPolicyWorkspace(cfg, run_dir, compile_run_schedules(cfg))
-
-
 def _crossed(before: int, after: int, every: int) -> bool:
     """True when a multiple of ``every`` lies in ``(before, after]``."""
     return after // every > before // every

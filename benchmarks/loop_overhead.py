@@ -21,10 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from hydra import compose, initialize_config_dir  # noqa: E402
-
-import config_schema  # noqa: E402,F401
-from train_curriculum import Workspace, compile_run_schedules  # noqa: E402
+from train_curriculum import Workspace, workspace_from_overrides  # noqa: E402
 
 
 def workspace(preset: str, frames: int, workdir: Path) -> Workspace:
@@ -33,10 +30,7 @@ def workspace(preset: str, frames: int, workdir: Path) -> Workspace:
         f"eval_every_frames={frames // 2}", f"checkpoint_every_frames={10 * frames}",
         f"log_every_frames={frames // 8}", "progress=lines", "resume.enabled=false",
     ]  # fmt: skip
-    with initialize_config_dir(str(ROOT / "cfgs"), version_base="1.3"):
-        cfg = compose("config", overrides=overrides)
-    run_dir = Path(tempfile.mkdtemp(dir=workdir))
-    return Workspace(cfg, run_dir, compile_run_schedules(cfg))
+    return workspace_from_overrides(overrides, Path(tempfile.mkdtemp(dir=workdir)))
 
 
 def main() -> None:

@@ -6,11 +6,10 @@ import textwrap
 
 import pytest
 from cli import ROOT, TINY, run_cli, scalars
-from hydra import compose, initialize_config_dir
 
-import config_schema  # registers the schema before compose
+import config_schema
 import lr_scheduler as L
-from train_curriculum import compile_run_schedules
+from train_curriculum import compile_run_schedules, compose_config
 
 PRESETS = sorted(p.stem for p in (ROOT / "cfgs" / "lr_schedule").glob("*.yaml"))
 DEFAULT_FRAMES = config_schema.TrainConfig.num_train_frames
@@ -18,8 +17,7 @@ NO_ENV = "env.id=DoesNotExist-v0"  # a run that built the env would fail on this
 
 
 def composed(*overrides: str):
-    with initialize_config_dir(str(ROOT / "cfgs"), version_base="1.3"):
-        return compose("config", overrides=list(overrides))
+    return compose_config(list(overrides))
 
 
 def test_shipped_presets_are_the_spec_list():

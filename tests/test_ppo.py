@@ -13,7 +13,13 @@ from cli import scalars
 
 from agents.ppo import PPOAgent
 from agents.ppo_networks import GRUPolicy
-from train_onpolicy import OnPolicyWorkspace, workspace_from_overrides
+from train_curriculum import (
+    compile_run_schedules,
+    compose_config,
+    make_workspace,
+    workspace_from_overrides,
+)
+from train_onpolicy import OnPolicyWorkspace
 
 SMALL = ["agent.num_steps=32", "progress=lines", "resume.enabled=false"]
 
@@ -212,15 +218,8 @@ def test_every_vector_env_follows_the_curriculum_stage(tmp_path):
 
 
 def test_top_level_compile_reaches_ppo_and_drqv2_refuses_it(tmp_path):
-    from hydra import compose, initialize_config_dir
-
-    import config_schema  # noqa: F401  (registers the root schema)
-    from train_curriculum import compile_run_schedules, make_workspace
-
-    cfgs = str(Path(__file__).resolve().parents[1] / "cfgs")
-    with initialize_config_dir(cfgs, version_base="1.3"):
-        ppo = compose("config", overrides=["agent=ppo", "env=cartpole", "compile=true"])
-        drqv2 = compose("config", overrides=["compile=true"])
+    ppo = compose_config(["agent=ppo", "env=cartpole", "compile=true"])
+    drqv2 = compose_config(["compile=true"])
     assert ppo.agent.compile is True
     with pytest.raises(ValueError, match="only agent=ppo"):
         make_workspace(drqv2, tmp_path, compile_run_schedules(drqv2))
