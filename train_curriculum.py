@@ -31,8 +31,8 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-import checkpoint
-import config_schema  # noqa: F401  (registers the root schema before composition)
+from training import checkpoint
+import training.schema  # noqa: F401  (registers the root schema before composition)
 import lr_scheduler
 from lr_scheduler import ScheduleError, ScheduleSet
 
@@ -101,7 +101,7 @@ class Workspace:
 
     def __init__(self, cfg: DictConfig, run_dir: Path, schedules: ScheduleSet):
         from envs.factory import make_env
-        from telemetry import Telemetry
+        from training.telemetry import Telemetry
 
         state = self._begin(cfg, run_dir, schedules)
         self.env = make_env(cfg.env, cfg.action_repeat)
@@ -356,7 +356,7 @@ def make_workspace(cfg: DictConfig, run_dir: Path, schedules: ScheduleSet):
         raise ValueError(f"compile=true: only agent=ppo runs its update through torch.compile, "
                          f"not {agent_cls.__name__}; leave compile=false")  # fmt: skip
     if getattr(agent_cls, "on_policy", False):
-        from train_onpolicy import OnPolicyWorkspace
+        from training.onpolicy import OnPolicyWorkspace
 
         return OnPolicyWorkspace(cfg, run_dir, schedules)
     return Workspace(cfg, run_dir, schedules)
@@ -410,7 +410,7 @@ def main(cfg: DictConfig) -> float | None:
 
     A failure is recorded in ``result.json`` (status and error; traceback in the job's log).
     A single run then exits non-zero; a sweep job returns, so the other jobs go on and the sweep
-    summary (sweep_summary.py) reports it and sets the exit status.
+    summary (sweeps/summary.py) reports it and sets the exit status.
     """
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     in_sweep = HydraConfig.get().mode == RunMode.MULTIRUN
@@ -440,7 +440,7 @@ def main(cfg: DictConfig) -> float | None:
     except Exception as err:
         log.exception("could not build the run")
         return fail(f"{type(err).__name__}: {err}", 1)
-    from telemetry import write_hparams
+    from training.telemetry import write_hparams
 
     try:
         workspace.train()

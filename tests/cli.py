@@ -11,7 +11,7 @@ from pathlib import Path
 
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-import checkpoint
+from training import checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 # A few thousand frames: seconds on a laptop CPU, still every phase of the loop.

@@ -7,7 +7,7 @@ import textwrap
 import pytest
 from cli import ROOT, TINY, run_cli, scalars
 
-import config_schema
+import training.schema as config_schema
 import lr_scheduler as L
 from train_curriculum import compile_run_schedules, compose_config
 

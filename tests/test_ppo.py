@@ -19,7 +19,7 @@ from train_curriculum import (
     make_workspace,
     workspace_from_overrides,
 )
-from train_onpolicy import OnPolicyWorkspace
+from training.onpolicy import OnPolicyWorkspace
 
 SMALL = ["agent.num_steps=32", "progress=lines", "resume.enabled=false"]
 

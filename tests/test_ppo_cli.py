@@ -9,7 +9,7 @@ import pytest
 import torch
 from cli import kill_then_rerun, run_cli, scalars, start_cli, wait_for_checkpoint_step
 
-import checkpoint
+from training import checkpoint
 
 # Rollouts of 4 x 64 = 256 steps; a warmup then cosine LR that changes at every rollout.
 PPO = [

@@ -9,7 +9,7 @@ import pytest
 import torch
 from cli import TINY, kill_then_rerun, run_cli, scalars, start_cli, wait_for_checkpoint_step
 
-import checkpoint
+from training import checkpoint
 
 # Long enough to be killed mid-way; an LR that changes at every step (warmup then cosine) so a
 # resumed trace that jumped would show.

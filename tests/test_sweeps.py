@@ -17,7 +17,7 @@ from cli import TINY, run_cli, scalars
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
 
-import sweep_summary
+from sweeps import summary as sweep_summary
 
 SHORT = [*TINY, "num_train_frames=1000", "eval_every_frames=500"]
 DIVERGES = "lr=1e30"  # Adam at this LR turns the actor loss into NaN/inf at the first update

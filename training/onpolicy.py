@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-import checkpoint
+from training import checkpoint
 import lr_scheduler
 from lr_scheduler import ScheduleSet
 from train_curriculum import Preempted, Workspace, check_finite, make_curriculum
@@ -77,7 +77,7 @@ class OnPolicyWorkspace(Workspace):
 
     def __init__(self, cfg: DictConfig, run_dir: Path, schedules: ScheduleSet):
         from envs.factory import make_env, make_vector_env
-        from telemetry import Telemetry
+        from training.telemetry import Telemetry
 
         state = self._begin(cfg, run_dir, schedules)
         self.num_envs = int(cfg.agent.num_envs)

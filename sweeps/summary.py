@@ -9,7 +9,7 @@ launching process, whatever the launcher. Every job leaves ``result.json`` in it
 - ``summary.png``: the jobs' LR curves and learning curves, read from their TensorBoard events.
 
 Then the command exits with status 1 if any job failed. To (re)write the summary of a sweep dir
-by hand, e.g. after a cluster job was killed: ``python sweep_summary.py <sweep dir>``.
+by hand, e.g. after a cluster job was killed: ``python -m sweeps.summary <sweep dir>``.
 """
 
 from __future__ import annotations
@@ -200,6 +200,6 @@ class SweepSummary(Callback):
 
 if __name__ == "__main__":
     if len(sys.argv) != 2:
-        sys.exit("usage: python sweep_summary.py <sweep dir>")
+        sys.exit("usage: python -m sweeps.summary <sweep dir>")
     directory = Path(sys.argv[1])
     sys.exit(report(summarize(directory), directory))
