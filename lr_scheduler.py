@@ -13,7 +13,8 @@ Relative values use two OmegaConf resolvers registered on import:
   ``${run_frac:f,s}`` is ``f x s`` of the run (e.g. a fraction of a preset knob)
 
 Library users without Hydra can use the builders :func:`warmup_decay`, :func:`join` and
-:func:`multi_step`, the ``torch.optim`` adapter :class:`ScheduledLR`, and the plotting helpers.
+:func:`multi_step` and the ``torch.optim`` adapter :class:`ScheduledLR`; the preview table and
+plots are in :mod:`lr_preview` (which imports this module, never the other way round).
 """
 
 from __future__ import annotations
@@ -26,8 +27,9 @@ import json
 import logging
 import math
 import os
+import weakref
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from types import MappingProxyType
 from typing import Any
 
@@ -95,7 +97,9 @@ class Interval:
     """One piece of a schedule, active on ``[start, end)`` (``end=None``: open-ended).
 
     ``ramp_end`` is where a linear/cosine ramp reaches ``final_lr``; it equals ``end`` except
-    for pieces cut out of a longer ramp by :func:`join`.
+    for pieces cut out of a longer ramp by :func:`join`. The shape is evaluated by one function
+    built from these fields (:func:`_shape`), which the schedule, the plots and the controller
+    all call.
     """
 
     type: str
@@ -108,37 +112,18 @@ class Interval:
     min_lr: float | None = None
     ramp_end: int | None = None
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "at", _shape(self))
+        # Past this step the shape is flat: the interval's end, or where an open ramp finishes.
+        object.__setattr__(self, "_flat_from", self.end if self.end is not None else self.ramp_end)
+
+    def __reduce__(self):  # the shape function is rebuilt, not pickled
+        return (Interval, tuple(getattr(self, f.name) for f in fields(self)))
+
     def value(self, t: int) -> float:
         """LR at global step ``t`` (steps past ``end`` give the value at ``end``)."""
-        if self.end is not None and t > self.end:
-            t = self.end
-        kind = self.type
-        if kind == "step_decay":
-            return self.init_lr
-        if kind == "exponential_decay":
-            lr = self.init_lr * self.decay_rate ** ((t - self.start) // self.decay_interval)
-            return lr if self.min_lr is None or lr > self.min_lr else self.min_lr
-        progress = min(max((t - self.start) / (self.ramp_end - self.start), 0.0), 1.0)
-        if kind == "linear":
-            return self.init_lr + (self.final_lr - self.init_lr) * progress
-        return self.final_lr + (self.init_lr - self.final_lr) * 0.5 * (
-            1.0 + math.cos(math.pi * progress)
-        )
-
-    def values(self, t: np.ndarray) -> np.ndarray:
-        """Vectorised :meth:`value` over an integer array of steps."""
-        t = np.asarray(t, dtype=np.float64)
-        if self.end is not None:
-            t = np.minimum(t, self.end)
-        if self.type == "step_decay":
-            return np.full(t.shape, self.init_lr)
-        if self.type == "exponential_decay":
-            lr = self.init_lr * self.decay_rate ** np.floor((t - self.start) / self.decay_interval)
-            return lr if self.min_lr is None else np.maximum(lr, self.min_lr)
-        progress = np.clip((t - self.start) / (self.ramp_end - self.start), 0.0, 1.0)
-        if self.type == "linear":
-            return self.init_lr + (self.final_lr - self.init_lr) * progress
-        return self.final_lr + (self.init_lr - self.final_lr) * 0.5 * (1 + np.cos(np.pi * progress))
+        flat = self._flat_from
+        return self.at(t if flat is None or t < flat else flat)
 
     def stable_until(self, t: int) -> int | float:
         """First step after ``t`` at which :meth:`value` may differ from ``value(t)``."""
@@ -207,15 +192,11 @@ class Schedule:
         return bisect.bisect_right(self._starts, step) - 1
 
     def values(self, steps: Sequence[int] | np.ndarray) -> np.ndarray:
-        """LR at every step of an array (for plots and checks), vectorised."""
-        steps = np.asarray(steps)
-        idx = np.searchsorted(self._starts, steps, side="right") - 1
-        out = np.empty(steps.shape, dtype=np.float64)
-        for i, interval in enumerate(self.intervals):
-            mask = idx == i
-            if mask.any():
-                out[mask] = interval.values(steps[mask])
-        return out
+        """LR at every step of a sequence (for plots and checks)."""
+        steps = np.asarray(steps, dtype=np.int64)
+        return np.fromiter((self(int(t)) for t in steps.ravel()), np.float64, steps.size).reshape(
+            steps.shape
+        )
 
     @property
     def end(self) -> int | None:
@@ -602,16 +583,63 @@ def _lr_value(group: dict) -> float:
     return float(lr.item()) if isinstance(lr, torch.Tensor) else float(lr)
 
 
+class LRMismatchError(RuntimeError):
+    """An optimizer holds a different LR than the schedule gives for the step: something other
+    than the controller wrote it."""
+
+
+class _Segment:
+    """A stretch ``[start, end)`` of a schedule where one interval's shape gives the LR."""
+
+    __slots__ = ("start", "end", "value", "every_step", "interval")
+
+    def __init__(self, start: int, end: float, value, every_step: bool, interval: Interval | None):
+        self.start, self.end, self.value = start, end, value
+        self.every_step = every_step  # the LR may change at every step (linear / cosine ramps)
+        self.interval = interval  # None for the hold after the last interval
+
+
+class _Binding:
+    """One schedule and the param groups that follow it (networks with equal schedules share
+    one binding, so the LR is computed once per step)."""
+
+    __slots__ = ("networks", "segments", "starts", "segment", "float_groups", "tensor_groups")
+
+    def __init__(self, schedule: Schedule):
+        self.networks: list[str] = []
+        self.segments = _segments(schedule)
+        self.starts = [seg.start for seg in self.segments]
+        self.segment = self.segments[0]
+        self.float_groups: list[dict] = []
+        self.tensor_groups: list[dict] = []  # lr is a tensor: written in place (torch.compile)
+
+
 class LRController:
-    """Writes ``schedule(global_step)`` into the optimizer param groups of each network.
+    """Writes ``schedule(global_step)`` into the param groups of each network's optimizer.
 
     Build it with :meth:`for_optimizers` (one optimizer per network, as DrQ-v2) or
-    :meth:`for_named_groups` (one optimizer whose groups carry a ``name``, as PPO). LRs stored
-    as tensors (``Adam(..., lr=torch.tensor(3e-4))``) are updated in place, so a
+    :meth:`for_named_groups` (one optimizer whose groups carry a ``name``, as PPO). It holds the
+    optimizers, not their group dicts: when an optimizer loads a state dict (which replaces its
+    groups) the controller finds the new groups and rewrites them at the next :meth:`apply`.
+    LRs stored as tensors (``Adam(..., lr=torch.tensor(3e-4))``) are updated in place, so a
     ``torch.compile``d optimizer step sees a new value without recompiling.
     """
 
-    def __init__(self, schedules: Mapping[str, Schedule], groups: Mapping[str, Sequence[dict]]):
+    def __init__(
+        self,
+        schedules: Mapping[str, Schedule],
+        optimizers: Mapping[str, torch.optim.Optimizer] | torch.optim.Optimizer,
+        *,
+        group_key: str | None = None,
+    ):
+        """``optimizers``: network -> its optimizer; or, with ``group_key``, one optimizer whose
+        param groups name their network in ``group[group_key]``."""
+        self._group_key = group_key
+        if group_key is None:
+            self._optimizers = dict(optimizers)
+        else:
+            self._optimizers = {"": optimizers}
+        groups = self._groups()
         unbound = [n for n in schedules if n not in groups]
         unscheduled = [n for n in groups if n not in schedules]
         if unbound or unscheduled:
@@ -628,102 +656,127 @@ class LRController:
             self.disabled = True
         self.schedules: Mapping[str, Schedule] = schedules
         self.fingerprint = getattr(schedules, "fingerprint", None) or _fingerprint(schedules)
-        # Networks with equal schedules share one binding: the LR is computed once per step.
-        # Binding: [names, segments, segment starts, current segment, float groups, tensor groups]
-        self._bindings: list[list] = []
-        by_schedule: dict[Schedule, list] = {}
+        self._bindings: list[_Binding] = []
+        by_schedule: dict[Schedule, _Binding] = {}
         for name, schedule in schedules.items():
-            group_list = tuple(groups[name])
-            if not group_list:
-                raise ScheduleError(f"lr_schedule.{name}", "network has no param groups")
             binding = by_schedule.get(schedule)
             if binding is None:
-                segments = _segments(schedule)
-                binding = [[], segments, [seg[0] for seg in segments], segments[0], [], []]
-                by_schedule[schedule] = binding
+                binding = by_schedule[schedule] = _Binding(schedule)
                 self._bindings.append(binding)
-            binding[0].append(name)
-            for group in group_list:
-                binding[5 if isinstance(group["lr"], torch.Tensor) else 4].append(group)
+            binding.networks.append(name)
         self._current: dict[str, float] = {}
         self._view = MappingProxyType(self._current)
         self._lo, self._hi = 0, -1  # the steps [lo, hi) over which no LR changes
-        self.last_step: int | None = None
-        self.boundary_crossed = False
+        self._bind_groups()
+        this = weakref.ref(self)
+        for optimizer in {id(o): o for o in self._optimizers.values()}.values():
+            optimizer.register_load_state_dict_post_hook(
+                lambda _opt, ref=this: ref() is not None and ref()._bind_groups()
+            )
 
     @classmethod
     def for_optimizers(
         cls, schedules: Mapping[str, Schedule], optimizers: Mapping[str, torch.optim.Optimizer]
     ) -> LRController:
         """Bind each network to every param group of its own optimizer."""
-        return cls(schedules, {n: opt.param_groups for n, opt in optimizers.items()})
+        return cls(schedules, optimizers)
 
     @classmethod
     def for_named_groups(
         cls, schedules: Mapping[str, Schedule], optimizer: torch.optim.Optimizer, key: str = "name"
     ) -> LRController:
         """Bind each network to the groups of one optimizer whose ``group[key]`` is its name."""
+        return cls(schedules, optimizer, group_key=key)
+
+    def _groups(self) -> dict[str, list[dict]]:
+        """network -> the param-group dicts its optimizer holds now."""
+        if self._group_key is None:
+            return {name: list(opt.param_groups) for name, opt in self._optimizers.items()}
         groups: dict[str, list[dict]] = {}
-        for i, group in enumerate(optimizer.param_groups):
-            if key not in group:
-                raise ScheduleError("", f"param_groups[{i}] has no '{key}' to match a network")
-            groups.setdefault(group[key], []).append(group)
-        return cls(schedules, groups)
+        for i, group in enumerate(self._optimizers[""].param_groups):
+            if self._group_key not in group:
+                raise ScheduleError(
+                    "", f"param_groups[{i}] has no '{self._group_key}' to match a network"
+                )
+            groups.setdefault(group[self._group_key], []).append(group)
+        return groups
+
+    def _bind_groups(self) -> None:
+        """(Re)find the group dicts to write; the next :meth:`apply` writes every one."""
+        groups = self._groups()
+        for binding in self._bindings:
+            binding.float_groups, binding.tensor_groups = [], []
+            for name in binding.networks:
+                if not groups.get(name):
+                    raise ScheduleError(f"lr_schedule.{name}", "network has no param groups")
+                for group in groups[name]:
+                    is_tensor = isinstance(group["lr"], torch.Tensor)
+                    (binding.tensor_groups if is_tensor else binding.float_groups).append(group)
+        self._current.clear()
+        self._lo, self._hi = 0, -1
 
     def apply(self, global_step: int) -> Mapping[str, float]:
         """Write the LR of every network for ``global_step``; return network -> LR (read-only).
 
         Groups are only written when their value changes; between changes this is a range check.
         """
-        self.last_step = global_step
         if self._lo <= global_step < self._hi:
-            self.boundary_crossed = False
             return self._view
-        return self._refresh(global_step)
-
-    def _refresh(self, step: int) -> Mapping[str, float]:
-        if step < 0:
-            raise ValueError(f"global step must be >= 0, got {step}")
+        if global_step < 0:
+            raise ValueError(f"global step must be >= 0, got {global_step}")
         hi: int | float = math.inf
-        crossed = False
         current = self._current
         for binding in self._bindings:
-            names, segments, starts, seg, floats, tensors = binding
-            if step < seg[0] or step >= seg[1]:
-                seg = binding[3] = segments[bisect.bisect_right(starts, step) - 1]
-                crossed = crossed or bool(current)
-            value = seg[2](step)
-            change = seg[3]
-            if change == _EVERY_STEP:
-                hi = step + 1
-            elif change == _NEVER:
-                if seg[1] < hi:
-                    hi = seg[1]
+            seg = binding.segment
+            if global_step < seg.start or global_step >= seg.end:
+                index = bisect.bisect_right(binding.starts, global_step) - 1
+                seg = binding.segment = binding.segments[index]
+            value = seg.value(global_step)
+            if seg.every_step:
+                hi = global_step + 1
+            elif seg.interval is None or seg.interval.type == "step_decay":
+                hi = min(hi, seg.end)
             else:
-                hi = min(hi, seg[4].stable_until(step))
-            if current.get(names[0]) != value:
-                for name in names:
+                hi = min(hi, seg.interval.stable_until(global_step))
+            if current.get(binding.networks[0]) != value:
+                for name in binding.networks:
                     current[name] = value
-                for group in floats:
+                for group in binding.float_groups:
                     group["lr"] = value
-                for group in tensors:
+                for group in binding.tensor_groups:
                     group["lr"].fill_(value)
-        self.boundary_crossed = crossed
-        self._lo, self._hi = step, hi
+        self._lo, self._hi = global_step, hi
         return self._view
 
-    @property
-    def current(self) -> Mapping[str, float]:
-        """The LRs written by the last :meth:`apply` (empty before the first)."""
-        return self._view
+    def verify(self, global_step: int) -> dict[str, float]:
+        """The LR each network's optimizer holds now, read from its param groups, after checking
+        it against the schedule at ``global_step``.
+
+        Raises:
+            LRMismatchError: naming the network, the step, the expected and the actual LR, when
+                something other than this controller wrote an optimizer's LR.
+        """
+        actual: dict[str, float] = {}
+        for name, group_list in self._groups().items():
+            expected = self.schedules[name](global_step)
+            for group in group_list:
+                lr = _lr_value(group)
+                if not math.isclose(lr, expected, rel_tol=1e-6):
+                    raise LRMismatchError(
+                        f"lr_{name} at step {global_step}: expected {expected:g} (the "
+                        f"schedule), but the {name} optimizer holds {lr:g}. Something other "
+                        "than the LR controller wrote it (a second scheduler, or code that "
+                        "sets param_groups[...]['lr']): remove that write, or express it as "
+                        "a schedule"
+                    )
+            actual[name] = _lr_value(group_list[0])
+        return actual
 
     def state_dict(self) -> dict[str, Any]:
         """Plain data: the schedule's fingerprint and spec (the step lives in the trainer)."""
         return {
-            "format": 1,
             "fingerprint": self.fingerprint,
             "spec": {n: s.to_spec() for n, s in self.schedules.items()},
-            "last_step": self.last_step,
         }
 
     def load_state_dict(
@@ -736,57 +789,43 @@ class LRController:
         rules from the resumed step on.
         """
         check_schedule_state(self, state, allow_change)
-        self._lo, self._hi = 0, -1
+        self._bind_groups()
 
 
-_NEVER, _EVERY_STEP, _STAIRS = 0, 1, 2
+def _shape(iv: Interval):
+    """The LR of ``iv`` as a function of the step, constants bound (the one evaluator of the
+    interval shapes; callers keep ``t`` within the interval, see :meth:`Interval.value`)."""
+    start, init = iv.start, iv.init_lr
+    if iv.type == "step_decay" or (iv.type != "exponential_decay" and init == iv.final_lr):
+        return lambda t: init
+    if iv.type == "exponential_decay":
+        rate, every, floor = iv.decay_rate, iv.decay_interval, iv.min_lr
+        if floor is None:
+            return lambda t: init * rate ** ((t - start) // every)
+        return lambda t: max(init * rate ** ((t - start) // every), floor)
+    span, final = iv.ramp_end - start, iv.final_lr
+    if iv.type == "linear":
+        delta = final - init
+        return lambda t: init + delta * ((t - start) / span)
+    half, cos, pi = (init - final) * 0.5, math.cos, math.pi
+    return lambda t: final + half * (1.0 + cos(pi * ((t - start) / span)))
 
 
-def _segments(schedule: Schedule) -> list[tuple]:
-    """(start, end, value function, how often it changes, interval) per piece, plus the hold.
-
-    The value functions are the shapes of :meth:`Interval.value` with their constants bound,
-    so the controller's per-step path does a range check and one small call per network."""
+def _segments(schedule: Schedule) -> list[_Segment]:
+    """The schedule as stretches the controller can range-check, plus the hold at the end."""
     segments = []
     for iv in schedule.intervals:
         end = math.inf if iv.end is None else iv.end
-        if iv.type == "step_decay" or (
-            iv.type != "exponential_decay" and iv.init_lr == iv.final_lr
-        ):
-            fn, change = (lambda t, v=iv.init_lr: v), _NEVER
-        elif iv.type == "exponential_decay":
-            fn, change = iv.value, _STAIRS
-        elif iv.type == "linear":
-            fn, change = (
-                _linear_fn(iv.start, iv.ramp_end - iv.start, iv.init_lr, iv.final_lr),
-                _EVERY_STEP,
-            )
-        else:
-            fn, change = (
-                _cosine_fn(iv.start, iv.ramp_end - iv.start, iv.init_lr, iv.final_lr),
-                _EVERY_STEP,
-            )
-        if change == _EVERY_STEP and iv.end is None:
-            # An open-ended ramp is flat once it reaches final_lr.
-            segments.append((iv.start, iv.ramp_end, fn, change, iv))
-            fn, change = (lambda t, v=iv.final_lr: v), _NEVER
-            segments.append((iv.ramp_end, end, fn, change, iv))
+        ramp = iv.type in ("linear", "cosine") and iv.init_lr != iv.final_lr
+        if ramp and iv.end is None:  # an open-ended ramp is flat once it reaches final_lr
+            segments.append(_Segment(iv.start, iv.ramp_end, iv.at, True, iv))
+            segments.append(_Segment(iv.ramp_end, end, lambda t, v=iv.final_lr: v, False, None))
             continue
-        segments.append((iv.start, end, fn, change, iv))
+        segments.append(_Segment(iv.start, end, iv.at, ramp, iv))
     if schedule.end is not None:
         hold = schedule._hold
-        segments.append((schedule.end, math.inf, lambda t, v=hold: v, _NEVER, None))
+        segments.append(_Segment(schedule.end, math.inf, lambda t, v=hold: v, False, None))
     return segments
-
-
-def _linear_fn(start: int, span: int, init: float, final: float):
-    delta = final - init
-    return lambda t: init + delta * ((t - start) / span)
-
-
-def _cosine_fn(start: int, span: int, init: float, final: float):
-    half, cos, pi = (init - final) * 0.5, math.cos, math.pi
-    return lambda t: final + half * (1.0 + cos(pi * ((t - start) / span)))
 
 
 def _fingerprint(schedules: Mapping[str, Schedule], disabled: bool = False) -> str:
@@ -988,17 +1027,3 @@ def multi_step(
     return _compile_network(
         {"type": "step_decay", "intervals": intervals}, "multi_step", total_steps
     )
-
-
-# --------------------------------------------------------------------------- preview + plots
-
-_PREVIEW_NAMES = ("format_preview", "plot_schedules", "plot_comparison")
-
-
-def __getattr__(name: str) -> Any:
-    # Plotting lives in lr_preview.py so the training path never imports matplotlib.
-    if name in _PREVIEW_NAMES:
-        import lr_preview
-
-        return getattr(lr_preview, name)
-    raise AttributeError(f"module 'lr_scheduler' has no attribute {name!r}")

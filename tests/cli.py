@@ -1,19 +1,23 @@
-"""Helpers to drive the real CLI in subprocesses with tiny budgets and read what it wrote."""
+"""Run the real CLI tiny, and read what really happened: exit code, files, checkpoint contents,
+TensorBoard scalars, and the learning rates inside the optimizers' saved state."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from training import checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
+NETWORKS = ("encoder", "actor", "critic")
 # A few thousand frames: seconds on a laptop CPU, still every phase of the loop.
 TINY = [
     "num_train_frames=3000",
@@ -27,6 +31,24 @@ TINY = [
     "agent.feature_dim=16",
     "progress=lines",
 ]
+# PPO on CartPole: rollouts of 4 x 64 = 256 steps, a checkpoint every few rollouts.
+TINY_PPO = [
+    "agent=ppo",
+    "env=cartpole",
+    "agent.num_steps=64",
+    "num_train_frames=6000",
+    "log_every_frames=1000",
+    "checkpoint_every_frames=1500",
+    "eval_every_frames=3000",
+    "num_eval_episodes=1",
+    "progress=lines",
+]
+
+
+def _env(extra: dict | None) -> dict:
+    env = {k: v for k, v in os.environ.items() if k != "LR_SCHEDULE_DISABLE"}
+    env.update({"PYTHONUNBUFFERED": "1", "MPLBACKEND": "Agg"}, **(extra or {}))
+    return env
 
 
 def run_cli(*args: str, run_dir: Path | None = None, env: dict | None = None, timeout=300):
@@ -34,18 +56,17 @@ def run_cli(*args: str, run_dir: Path | None = None, env: dict | None = None, ti
     cmd = [sys.executable, str(ROOT / "train_curriculum.py"), *args]
     if run_dir is not None:
         cmd.append(f"hydra.run.dir={run_dir}")
-    full_env = {k: v for k, v in os.environ.items() if k != "LR_SCHEDULE_DISABLE"}
-    full_env.update({"PYTHONUNBUFFERED": "1", "MPLBACKEND": "Agg"}, **(env or {}))
     return subprocess.run(
-        cmd, cwd=ROOT, env=full_env, capture_output=True, text=True, timeout=timeout
+        cmd, cwd=ROOT, env=_env(env), capture_output=True, text=True, timeout=timeout
     )
 
 
 def start_cli(*args: str, run_dir: Path) -> subprocess.Popen:
     """Start train_curriculum.py in the background (to signal it); output piped."""
     cmd = [sys.executable, str(ROOT / "train_curriculum.py"), *args, f"hydra.run.dir={run_dir}"]
-    env = {k: v for k, v in os.environ.items() if k != "LR_SCHEDULE_DISABLE"}
-    return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    return subprocess.Popen(
+        cmd, cwd=ROOT, env=_env(None), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
 
 
 def scalars(run_dir: Path, tag: str) -> list[tuple[int, float]]:
@@ -55,6 +76,23 @@ def scalars(run_dir: Path, tag: str) -> list[tuple[int, float]]:
     if tag not in acc.Tags()["scalars"]:
         return []
     return [(e.step, e.value) for e in acc.Scalars(tag)]
+
+
+def result(run_dir: Path) -> dict[str, Any]:
+    return json.loads((run_dir / "result.json").read_text())
+
+
+def latest(run_dir: Path) -> dict[str, Any]:
+    return checkpoint.load(run_dir / "checkpoints" / "latest.pt")
+
+
+def optimizer_lrs(state: dict[str, Any]) -> dict[str, float]:
+    """network -> LR held by the optimizer state saved in a checkpoint (both agent layouts)."""
+    agent = state["agent"]
+    if "optimizers" in agent:  # DrQ-v2: one optimizer per network
+        return {n: float(agent["optimizers"][n]["param_groups"][0]["lr"]) for n in NETWORKS}
+    groups = agent["optimizer"]["param_groups"]  # PPO: one optimizer, groups named by network
+    return {g["name"]: float(g["lr"]) for g in groups}
 
 
 def wait_for_checkpoint_step(run_dir: Path, at_least: int, proc, timeout=120) -> int:
@@ -67,18 +105,20 @@ def wait_for_checkpoint_step(run_dir: Path, at_least: int, proc, timeout=120) ->
             step = checkpoint.load(path)["global_step"]
             if step >= at_least:
                 return step
-        time.sleep(0.2)
+        time.sleep(0.1)
     raise TimeoutError("no checkpoint")
 
 
-def kill_then_rerun(*args: str, run_dir: Path, at_step: int) -> subprocess.CompletedProcess:
+def kill_then_rerun(*args: str, run_dir: Path, at_step: int) -> tuple[int, Any]:
     """SIGKILL a run once it has checkpointed ``at_step``, then re-run it in the same dir (the
-    re-run must resume and finish)."""
+    re-run must resume and finish). Returns the checkpoint the re-run started from, and the
+    re-run."""
     proc = start_cli(*args, run_dir=run_dir)
     wait_for_checkpoint_step(run_dir, at_step, proc)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+    at_kill = latest(run_dir)
     resumed = run_cli(*args, run_dir=run_dir)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resuming from" in (run_dir / "train_curriculum.log").read_text()
-    return resumed
+    return at_kill, resumed

@@ -51,26 +51,59 @@ def test_missing_binding_is_reported():
         L.LRController.for_optimizers(sset(), opts)
 
 
-def test_apply_writes_only_when_the_value_changes():
+def test_apply_writes_only_when_the_value_changes_and_verify_catches_foreign_writes():
     opt = named_group_optimizer()
     ctl = L.LRController.for_named_groups(sset(), opt)
     ctl.apply(60)
-    opt.param_groups[0]["lr"] = 42.0  # a foreign write survives until the encoder's LR changes
-    ctl.apply(61)
-    assert opt.param_groups[0]["lr"] == 42.0
+    assert ctl.verify(60) == {"encoder": 1e-3, "actor": 1e-3, "critic": 1e-3 * 0.5**2}
+    opt.param_groups[0]["lr"] = 42.0  # something else writes the encoder's LR
+    ctl.apply(61)  # within a constant stretch: no write, so the foreign value stays ...
+    with pytest.raises(L.LRMismatchError, match=r"encoder.*step 61.*expected 0\.001.*42"):
+        ctl.verify(61)  # ... and is reported
     ctl.apply(100)
     assert opt.param_groups[0]["lr"] == 1e-4
 
 
-def test_boundary_crossings_are_flagged():
-    ctl = L.LRController.for_optimizers(sset(), three_optimizers())
-    flags = {}
-    for step in range(0, 130, 2):
+LAYOUTS = {
+    "one optimizer per network": lambda: three_optimizers(),
+    "named groups": lambda: named_group_optimizer(),
+    "tensor lrs": lambda: three_optimizers(lr=torch.tensor(3e-4)),
+}
+
+
+def bind(opts):
+    if isinstance(opts, dict):
+        return L.LRController.for_optimizers(sset(), opts)
+    return L.LRController.for_named_groups(sset(), opts)
+
+
+def group_lrs(opts) -> dict:
+    if isinstance(opts, dict):
+        return {n: float(o.param_groups[0]["lr"]) for n, o in opts.items()}
+    return {g["name"]: float(g["lr"]) for g in opts.param_groups}
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_controller_keeps_writing_the_optimizer_after_load_state_dict(layout):
+    opts = LAYOUTS[layout]()
+    ctl = bind(opts)
+    ctl.apply(10)
+    saved = (
+        {n: o.state_dict() for n, o in opts.items()} if isinstance(opts, dict)
+        else opts.state_dict()
+    )  # fmt: skip
+    ctl.apply(20)
+    # Loading replaces every param-group dict of the optimizer (as a resume does).
+    if isinstance(opts, dict):
+        for n, o in opts.items():
+            o.load_state_dict(saved[n])
+    else:
+        opts.load_state_dict(saved)
+    for step in (20, 21, 99, 100, 150):
         ctl.apply(step)
-        flags[step] = ctl.boundary_crossed
-    crossed = [s for s, f in flags.items() if f]
-    assert 50 in crossed and 100 in crossed  # actor ramp ends at 50, encoder switches at 100
-    assert 30 not in crossed  # a decay stair is not an interval boundary
+        expected = {n: sset()[n](step) for n in L.NETWORKS}
+        assert group_lrs(opts) == pytest.approx(expected, rel=1e-6), step
+        assert ctl.verify(step) == pytest.approx(expected, rel=1e-6)
 
 
 def test_tensor_lrs_are_updated_in_place():
@@ -115,7 +148,8 @@ def test_kill_switch_in_controller_for_library_schedules(monkeypatch):
     built = {n: L.warmup_decay(max_lr=1e-3, min_lr=1e-5, warmup_steps=10, max_steps=100)
              for n in L.NETWORKS}  # fmt: skip
     ctl = L.LRController.for_optimizers(built, opts)
-    assert ctl.disabled and ctl.apply(50)["actor"] == 5e-4
+    ctl.apply(50)
+    assert ctl.disabled and {o.param_groups[0]["lr"] for o in opts.values()} == {5e-4}
 
 
 def test_adapter_is_an_lr_scheduler_and_round_trips():

@@ -5,6 +5,7 @@ import math
 import numpy as np
 import pytest
 
+import lr_preview
 import lr_scheduler as L
 
 
@@ -146,7 +147,7 @@ def test_kill_switch_gives_base_lr_and_says_so(monkeypatch, caplog):
     )
     assert sset.disabled and sset["actor"](0) == 3e-4
     assert "LR_SCHEDULE_DISABLE" in caplog.text
-    assert "LR_SCHEDULE_DISABLE" in L.format_preview(sset)
+    assert "LR_SCHEDULE_DISABLE" in lr_preview.format_preview(sset)
 
 
 def test_kill_switch_still_validates(monkeypatch):
@@ -163,25 +164,36 @@ def test_preview_reports_schedule_ending_before_training_and_unreached_intervals
                                  {"start": 100, "end": 5000, "lr": 1e-4}]}},
         base_lr=3e-4, total_steps=50,
     )  # fmt: skip
-    text = L.format_preview(sset)
+    text = lr_preview.format_preview(sset)
     assert "never reached" in text
     short = L.compile_schedules(
         {"actor": {"intervals": [{"start": 0, "end": 100, "lr": 1e-3}]}},
         base_lr=3e-4, total_steps=400,
     )  # fmt: skip
-    text = L.format_preview(short)
+    text = lr_preview.format_preview(short)
     assert "ends at step 100, before training ends at 400" in text
     assert "min 1.0000e-03" in text and "[encoder]  (not in the schedule: base lr)" in text
 
 
-def test_plots_write_pngs(tmp_path):
+def test_plots_draw_the_schedules_and_write_pngs(tmp_path):
+    from matplotlib.image import imread
+
     sset = L.compile_schedules(
         {"actor": {"type": "cosine", "intervals": [{"start": 0, "lr": 1e-3, "final_lr": 1e-5}]}},
         base_lr=3e-4, total_steps=1000,
     )  # fmt: skip
-    L.plot_schedules(sset, path=tmp_path / "one.png")
+    fig = lr_preview.plot_schedules(sset, path=tmp_path / "one.png")
+    lines = {line.get_label(): line for line in fig.axes[0].get_lines()}
+    x, y = lines["actor"].get_data()
+    assert x[0] == 0 and x[-1] == 1000 and len(x) > 100
+    np.testing.assert_allclose(y, [sset["actor"](int(t)) for t in x], rtol=1e-12)
+    assert set(lines["critic"].get_ydata()) == {3e-4}  # not scheduled: the base lr
+    assert fig.axes[0].get_yscale() == "log"
     other = L.warmup_decay(max_lr=1e-3, min_lr=1e-5, warmup_steps=100, max_steps=1000)
-    L.plot_comparison({"a": sset, "b": other}, total_steps=1000, path=tmp_path / "two.png")
+    fig = lr_preview.plot_comparison(
+        {"a": sset, "b": other}, total_steps=1000, path=tmp_path / "two.png"
+    )
+    assert [ax.get_title() for ax in fig.axes] == ["a", "b"]
     for name in ("one.png", "two.png"):
-        data = (tmp_path / name).read_bytes()
-        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
+        pixels = imread(tmp_path / name)
+        assert pixels.ndim == 3 and pixels.shape[0] > 200 and pixels.std() > 0.05  # not blank

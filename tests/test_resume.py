@@ -1,4 +1,6 @@
-"""Checkpoints and resume through the real CLI: SIGKILL, SIGTERM, schedule changes, old format."""
+"""Checkpoints and resume through the real CLI: kill -9, SIGTERM, SIGINT, schedule changes, old
+format. What is checked is what happened: the LRs inside the optimizers' saved state, the
+TensorBoard trace as a reader sees it, result.json, and the files left on disk."""
 
 from __future__ import annotations
 
@@ -7,72 +9,134 @@ from collections import Counter
 
 import pytest
 import torch
-from cli import TINY, kill_then_rerun, run_cli, scalars, start_cli, wait_for_checkpoint_step
+from cli import (
+    NETWORKS,
+    TINY,
+    TINY_PPO,
+    kill_then_rerun,
+    latest,
+    optimizer_lrs,
+    result,
+    run_cli,
+    scalars,
+    start_cli,
+    wait_for_checkpoint_step,
+)
 
+from train_curriculum import compile_run_schedules, compose_config
 from training import checkpoint
 
-# Long enough to be killed mid-way; an LR that changes at every step (warmup then cosine) so a
-# resumed trace that jumped would show.
-RUN = [*TINY, "num_train_frames=6000", "lr_schedule=warmup_cosine", "lr_schedule.warmup_frac=0.2"]
-TAGS = ("lr_encoder", "lr_actor", "lr_critic", "curriculum/stage", "train/episode_return")
+LR_TAGS = tuple(f"lr_{n}" for n in NETWORKS)
+# Presets whose LRs still move after the first checkpoint (a third of the run).
+CASES = [
+    *[pytest.param(TINY, p, 1000, id=f"drqv2-{p}")
+      for p in ("aggressive_decay", "differential", "warmup_cosine")],
+    *[pytest.param(TINY_PPO, p, 1500, id=f"ppo-{p}")
+      for p in ("warmup_cosine", "aggressive_decay", "exponential_smooth")],
+]  # fmt: skip
 
 
-def start(run_dir, *extra):
-    return start_cli(*RUN, *extra, run_dir=run_dir)
+def schedule_lrs(args, step):
+    schedules = compile_run_schedules(compose_config(list(args)))
+    return {n: schedules[n](step) for n in NETWORKS}
 
 
-def test_sigkill_then_rerun_gives_the_uninterrupted_lr_trace(tmp_path):
-    straight = tmp_path / "straight"
-    assert run_cli(*RUN, run_dir=straight).returncode == 0
-    killed = tmp_path / "killed"
-    kill_then_rerun(*RUN, run_dir=killed, at_step=3000)
-    for tag in ("lr_encoder", "lr_actor", "lr_critic"):
+@pytest.mark.parametrize("base,preset,first_checkpoint", CASES)
+def test_kill9_and_rerun_trains_on_the_uninterrupted_schedule(
+    tmp_path, base, preset, first_checkpoint
+):
+    args = [*base, f"lr_schedule={preset}"]
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    assert run_cli(*args, run_dir=straight).returncode == 0
+    at_kill, _ = kill_then_rerun(*args, run_dir=killed, at_step=first_checkpoint)
+    killed_at = at_kill["global_step"]
+
+    end = latest(straight)["global_step"]
+    assert latest(killed)["global_step"] == end
+    expected = schedule_lrs(args, end)
+    assert expected != schedule_lrs(args, killed_at), "the LRs must move after the kill"
+    # The optimizers really hold the schedule's LRs at the end, in both runs.
+    assert optimizer_lrs(latest(killed)) == pytest.approx(expected, rel=1e-9)
+    assert optimizer_lrs(latest(straight)) == pytest.approx(expected, rel=1e-9)
+
+    for tag in LR_TAGS:
         a, b = scalars(straight, tag), scalars(killed, tag)
         assert [s for s, _ in a] == [s for s, _ in b], tag
-        assert [v for _, v in a] == pytest.approx([v for _, v in b], rel=1e-7), tag
-    for tag in TAGS:  # no step shown twice
+        assert [v for _, v in a] == pytest.approx([v for _, v in b], rel=1e-6), tag
+    for tag in (*LR_TAGS, "train/episode_return", "eval/episode_return"):
         steps = Counter(s for s, _ in scalars(killed, tag))
-        assert all(n == 1 for n in steps.values()), (tag, steps.most_common(3))
+        assert steps and all(n == 1 for n in steps.values()), (tag, steps.most_common(3))
+
+    # result.json covers the whole run, not just the part after the kill.
+    evals = [v for _, v in scalars(killed, "eval/episode_return")]
+    assert any(s <= killed_at for s, _ in scalars(killed, "eval/episode_return"))
+    done = result(killed)
+    assert done["status"] == "completed" and done["global_step"] == end
+    assert done["best_eval_return"] == pytest.approx(max(evals), rel=1e-6)
+    assert done["final_eval_return"] == pytest.approx(evals[-1], rel=1e-6)
+    assert done["wall_time_s"] > at_kill["result"]["wall_time_s"] > 0
 
 
-def test_sigterm_leaves_a_loadable_checkpoint_and_resumes(tmp_path):
-    proc = start(tmp_path)
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_leaves_a_complete_checkpoint_and_the_run_resumes(tmp_path, signum):
+    args = [*TINY, "num_train_frames=4000", "lr_schedule=warmup_cosine"]
+    proc = start_cli(*args, run_dir=tmp_path)
     wait_for_checkpoint_step(tmp_path, 1000, proc)
-    proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=60) == 128 + signal.SIGTERM
-    path = tmp_path / "checkpoints" / "latest.pt"
-    raw = torch.load(path, weights_only=True)  # plain data, no pickled objects
-    state = checkpoint.load(path)
-    assert raw["format"] == checkpoint.FORMAT and state["global_step"] >= 1000
-    for key in ("agent", "replay", "lr_schedule", "curriculum", "rng"):
-        assert state[key], key
-    assert not [p for p in path.parent.iterdir() if p.name != "latest.pt"]  # no temp files left
-    again = run_cli(*RUN, run_dir=tmp_path)
+    proc.send_signal(signum)
+    assert proc.wait(timeout=60) == 128 + signum
+    ckpt_dir = tmp_path / "checkpoints"
+    raw = torch.load(ckpt_dir / "latest.pt", weights_only=True)  # plain data, no pickles
+    state = checkpoint.load(ckpt_dir / "latest.pt")
+    step = state["global_step"]
+    assert raw["format"] == checkpoint.FORMAT and step >= 1000
+    assert optimizer_lrs(state) == pytest.approx(schedule_lrs(args, step), rel=1e-9)
+    assert state["replay"]["size"] == step  # one transition per step, all kept
+    assert state["curriculum"]["episodes"] >= 1 and state["rng"]["torch"].numel() > 0
+    assert all(state["agent"]["optimizers"][n]["state"] for n in NETWORKS)  # Adam moments saved
+    assert sorted(p.name for p in ckpt_dir.iterdir()) == ["latest.pt"]  # no temp files left
+    again = run_cli(*args, run_dir=tmp_path)
     assert again.returncode == 0, again.stderr[-3000:]
-    assert scalars(tmp_path, "lr_actor")[-1][0] == 6000
+    assert latest(tmp_path)["global_step"] == 4000
+    assert optimizer_lrs(latest(tmp_path)) == pytest.approx(schedule_lrs(args, 4000), rel=1e-9)
 
 
-def test_changed_schedule_is_refused_unless_allowed(tmp_path):
-    first = run_cli(*RUN, "num_train_frames=2000", run_dir=tmp_path)
-    assert first.returncode == 0
-    other = [*TINY, "num_train_frames=4000", "lr_schedule=gentle_decay"]
+def test_changed_schedule_is_refused_untouched_or_followed_when_allowed(tmp_path):
+    first = [*TINY, "num_train_frames=2000", "lr_schedule=warmup_cosine"]
+    assert run_cli(*first, run_dir=tmp_path).returncode == 0
+    before = {p: p.read_bytes() for p in (tmp_path / "result.json", tmp_path / "checkpoints" /
+                                          "latest.pt")}  # fmt: skip
+    other = [*TINY, "num_train_frames=4000", "lr_schedule=aggressive_decay"]
     refused = run_cli(*other, run_dir=tmp_path)
     assert refused.returncode == 2
-    assert (
-        "resume refused" in refused.stderr and "resume.allow_schedule_change=true" in refused.stderr
-    )
+    assert "resume refused" in refused.stderr
+    assert "resume.allow_schedule_change=true" in refused.stderr
+    assert {p: p.read_bytes() for p in before} == before  # a refused resume changes nothing
+
     allowed = run_cli(*other, "resume.allow_schedule_change=true", run_dir=tmp_path)
     assert allowed.returncode == 0, allowed.stderr[-3000:]
-    assert scalars(tmp_path, "lr_actor")[-1][0] == 4000
+    state = latest(tmp_path)
+    assert state["global_step"] == 4000
+    # From the resumed step on, the optimizers follow the new schedule.
+    assert optimizer_lrs(state) == pytest.approx(schedule_lrs(other, 4000), rel=1e-9)
+    assert scalars(tmp_path, "lr_actor")[-1] == (4000, pytest.approx(state_lr := 5e-6, rel=1e-6))
+    assert optimizer_lrs(state)["actor"] == state_lr  # aggressive_decay ends at 0.05 x lr
 
 
-def test_checkpoint_without_schedule_state_still_loads(tmp_path):
-    assert run_cli(*RUN, "num_train_frames=2000", run_dir=tmp_path).returncode == 0
+def test_checkpoint_without_schedule_state_still_loads_and_continues(tmp_path):
+    args = [*TINY, "num_train_frames=2000", "lr_schedule=warmup_cosine"]
+    assert run_cli(*args, run_dir=tmp_path).returncode == 0
     path = tmp_path / "checkpoints" / "latest.pt"
     state = checkpoint.load(path)
     del state["lr_schedule"]
     state.pop("format")
     checkpoint.save_atomic(state, path)
-    resumed = run_cli(*RUN, "num_train_frames=3000", run_dir=tmp_path)
+    longer = [*TINY, "num_train_frames=3000", "lr_schedule=warmup_cosine"]
+    resumed = run_cli(*longer, "resume.allow_schedule_change=true", run_dir=tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert scalars(tmp_path, "lr_actor")[-1][0] == 3000
+    # It continued from step 2000 (not from 0): one lr_actor point per step, none before 2000
+    # written twice, and the episode count carried on.
+    steps = Counter(s for s, _ in scalars(tmp_path, "lr_actor"))
+    assert all(n == 1 for n in steps.values()) and max(steps) == 3000
+    after = latest(tmp_path)
+    assert after["global_step"] == 3000 and after["episode"] > state["episode"]
+    assert optimizer_lrs(after) == pytest.approx(schedule_lrs(longer, 3000), rel=1e-9)
