@@ -748,6 +748,10 @@ class LRController:
         self._lo, self._hi = global_step, hi
         return self._view
 
+    def read(self) -> dict[str, float]:
+        """network -> the LR its optimizer holds now (first group), read from the optimizer."""
+        return {name: _lr_value(groups[0]) for name, groups in self._groups().items()}
+
     def verify(self, global_step: int) -> dict[str, float]:
         """The LR each network's optimizer holds now, read from its param groups, after checking
         it against the schedule at ``global_step``.

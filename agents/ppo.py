@@ -5,7 +5,7 @@ One Adam optimizer whose param groups are named ``encoder``, ``actor`` and ``cri
 ``agents/ppo_networks.py``); the trainer binds an ``LRController.for_named_groups`` to it and
 hands :meth:`PPOAgent.update` a ``refresh_lr`` callback, which the agent calls before every
 minibatch step, before every epoch or once per update, as ``step_on`` says. The rollout loop,
-storage and GAE live in ``train_onpolicy.py``.
+storage and GAE live in ``training/onpolicy.py``.
 """
 
 from __future__ import annotations

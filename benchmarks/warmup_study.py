@@ -41,7 +41,7 @@ def run(setting: list[str], preset: str, seed: int, steps: int) -> dict[str, flo
     import torch
     from cli import scalars
 
-    from train_curriculum import workspace_from_overrides
+    from training.workspace import workspace_from_overrides
 
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(1)

@@ -7,9 +7,10 @@ import textwrap
 import pytest
 from cli import ROOT, TINY, run_cli, scalars
 
-import training.schema as config_schema
 import lr_scheduler as L
-from train_curriculum import compile_run_schedules, compose_config
+import training.schema as config_schema
+from training.run import compile_run_schedules
+from training.workspace import compose_config
 
 PRESETS = sorted(p.stem for p in (ROOT / "cfgs" / "lr_schedule").glob("*.yaml"))
 DEFAULT_FRAMES = config_schema.TrainConfig.num_train_frames

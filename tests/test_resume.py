@@ -23,8 +23,9 @@ from cli import (
     wait_for_checkpoint_step,
 )
 
-from train_curriculum import compile_run_schedules, compose_config
 from training import checkpoint
+from training.run import compile_run_schedules
+from training.workspace import compose_config
 
 LR_TAGS = tuple(f"lr_{n}" for n in NETWORKS)
 # Presets whose LRs still move after the first checkpoint (a third of the run).

@@ -7,7 +7,7 @@ import math
 import signal
 
 import pytest
-from cli import NETWORKS, TINY, TINY_PPO
+from cli import TINY, TINY_PPO
 
 from lr_scheduler import LRMismatchError
 from training.run import Preempted
@@ -60,9 +60,7 @@ def stop_at(ws, step: int) -> None:
         pytest.param([*TINY_PPO, "lr_schedule=differential"], 2000, id="ppo-differential"),
     ],
 )
-def test_optimizers_use_the_uninterrupted_lrs_at_every_update_after_a_resume(
-    tmp_path, args, stop
-):
+def test_optimizers_use_the_uninterrupted_lrs_at_every_update_after_a_resume(tmp_path, args, stop):
     straight = workspace_from_overrides(args, tmp_path / "straight")
     straight_seen = record_updates(straight)
     straight.train()
@@ -86,7 +84,7 @@ def test_optimizers_use_the_uninterrupted_lrs_at_every_update_after_a_resume(
 
 
 def test_a_foreign_lr_write_stops_the_run_naming_network_step_and_values(tmp_path):
-    ws = workspace_from_overrides([*TINY, "lr_schedule=gentle_decay"], tmp_path)
+    ws = workspace_from_overrides([*TINY, "lr_schedule=constant"], tmp_path)
     gen = ws.steps()
     for step in gen:
         if step == 700:  # updates are running (seed phase ends at 500)
@@ -118,8 +116,9 @@ def test_result_bookkeeping_and_curriculum_survive_a_resume(tmp_path):
     assert resumed.result["wall_time_s"] == pytest.approx(before["wall_time_s"])
     resumed.train()
     summary = resumed.summary()
-    assert summary["stage_entry_steps"][: len(before["stage_entry_steps"])] == (
-        before["stage_entry_steps"]
+    assert (
+        summary["stage_entry_steps"][: len(before["stage_entry_steps"])]
+        == (before["stage_entry_steps"])
     )
     assert summary["best_eval_return"] >= before["best_eval_return"]
     assert summary["wall_time_s"] > before["wall_time_s"]

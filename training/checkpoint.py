@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-FORMAT = 2  # 1: no schedule state (older runs); 2: adds lr_schedule
+FORMAT = 3  # 1: no schedule state (older runs); 2: adds lr_schedule; 3: adds tb_purge_step
 _ARRAY = "__ndarray__"
 
 

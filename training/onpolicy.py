@@ -1,37 +1,31 @@
 """The on-policy loop (PPO): rollouts from vector envs, GAE, update, logging, checkpoints.
 
-``train_curriculum.make_workspace`` picks it for agents whose class sets ``on_policy = True``:
+`training.workspace.make_workspace` picks it for agents whose class sets ``on_policy = True``:
 
     python train_curriculum.py agent=ppo env=cartpole lr_schedule=warmup_cosine
 
 One iteration: ``num_steps`` steps of ``num_envs`` envs (the global step advances by ``num_envs``
 per vector step, so the schedule does not move when ``num_envs`` changes), GAE, then the agent's
-update, which refreshes the LRs through ``self.lr`` at the moments ``agent.step_on`` names, the
-global step at the end of the rollout being the clock. Checkpoints are written between rollouts;
-a signal mid-rollout drops the partial rollout and saves the state as of the last update
-(networks only change in updates). Evaluation, episode bookkeeping, curriculum, the checkpoint
-loader and the summary are shared with the off-policy `Workspace`.
+update. The update calls ``refresh_lr(progress)`` at the moments ``agent.step_on`` names, and the
+LRs are the schedule's at the rollout's first step plus ``progress`` (the fraction of the
+update done) times the rollout's length. Checkpoints are written between rollouts, after their
+step's events; a signal mid-rollout drops the partial rollout and saves the state as of the last
+update (networks only change in updates).
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import time
 from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
+from functools import partial
 
 import gymnasium as gym
 import hydra
 import numpy as np
 import torch
-from omegaconf import DictConfig, OmegaConf
 
-from training import checkpoint
-import lr_scheduler
-from lr_scheduler import ScheduleSet
-from train_curriculum import Preempted, Workspace, check_finite, make_curriculum
+from training.run import Preempted, Workspace, check_finite, crossed
 
 log = logging.getLogger("train")
 
@@ -68,78 +62,26 @@ class Rollout:
 
 
 class OnPolicyWorkspace(Workspace):
-    """Everything one on-policy run owns: vector envs, agent, rollout, curriculum, LR controller.
+    """An on-policy run: vector envs, an eval env, the agent and its rollout storage."""
 
-    Reuses `Workspace`'s set-up (``_begin``), checkpoint loader, evaluation, episode bookkeeping,
-    LR logging and summary; it builds its own env and storage (vector envs, a rollout, no replay
-    buffer) instead of calling ``Workspace.__init__``.
-    """
-
-    def __init__(self, cfg: DictConfig, run_dir: Path, schedules: ScheduleSet):
+    def build(self) -> None:
         from envs.factory import make_env, make_vector_env
-        from training.telemetry import Telemetry
 
-        state = self._begin(cfg, run_dir, schedules)
+        cfg = self.cfg
         self.num_envs = int(cfg.agent.num_envs)
         self.envs = make_vector_env(cfg.env, self.num_envs, cfg.action_repeat)
         self.eval_env = make_env(cfg.env, cfg.action_repeat)
-        self.curriculum = make_curriculum(cfg)
         obs_space, act_space = self.eval_env.observation_space, self.eval_env.action_space
         discrete = isinstance(act_space, gym.spaces.Discrete)
-        self.agent = hydra.utils.instantiate(
+        self.agent = a = hydra.utils.instantiate(
             cfg.agent,
             obs_shape=list(obs_space.shape),
             action_shape=[int(act_space.n)] if discrete else list(act_space.shape),
             discrete=discrete,
         )
-        self.result: dict[str, Any] = {"best_eval_return": None, "final_eval_return": None}
-        if state:
-            self._restore(state)
-        # After the restore: loading the optimizer replaces its param-group dicts.
-        self.lr = lr_scheduler.LRController.for_named_groups(schedules, self.agent.optimizer)
-        # Checkpoints follow the logging of their step's update: hide only what came after.
-        purge = self.global_step + 1 if state else None
-        self.telemetry = Telemetry(run_dir, self.total_steps, cfg.progress, purge_step=purge)
-        a = self.agent
         self.rollout = Rollout(
             a.num_steps, self.num_envs, obs_space.shape[0], a.action_shape, a.net.hidden_size
         )
-        self._signal: int | None = None
-
-    # ----------------------------------------------------------------------- checkpoints
-
-    def _restore(self, state: dict[str, Any]) -> None:
-        self.agent.load_state_dict(state["agent"])
-        if self.curriculum is not None and state.get("curriculum"):
-            self.curriculum.load_state_dict(state["curriculum"])
-        if state.get("rng"):
-            checkpoint.set_rng_state(state["rng"])
-        self.result = state.get("result", {})
-
-    def _bookkeeping(self) -> dict[str, Any]:
-        """What changes outside the networks during a rollout (saved as of the last update)."""
-        return {
-            "episode": self.episode,
-            "curriculum": self.curriculum.state_dict() if self.curriculum else None,
-            "rng": checkpoint.rng_state(),
-            "result": dict(self.result),
-        }
-
-    def save(self, bookkeeping: dict[str, Any] | None = None) -> None:
-        """Atomic checkpoint as of ``global_step`` (a rollout boundary)."""
-        self.telemetry.flush()
-        checkpoint.save_atomic(
-            {
-                "global_step": self.global_step,
-                **(bookkeeping or self._bookkeeping()),
-                "agent": self.agent.state_dict(),
-                "lr_schedule": self.lr.state_dict(),
-                "config": OmegaConf.to_container(self.cfg, resolve=False),
-            },
-            self.ckpt_path,
-        )
-
-    # ----------------------------------------------------------------------- loop
 
     def _set_difficulty(self) -> None:
         if self.curriculum is not None:
@@ -187,22 +129,21 @@ class OnPolicyWorkspace(Workspace):
             info = {k: v[i] for k, v in final_info.items() if not k.startswith("_")}
             # Env i's own step within the vector step: episodes ending together get distinct x.
             step = self.global_step - self.num_envs + 1 + int(i)
-            self._end_episode(step, float(self._ep_return[i]), info)
+            self.end_episode(step, float(self._ep_return[i]), info)
             self.last_return = float(self._ep_return[i])
             self._ep_return[i] = 0.0
         if self.curriculum is not None and self.curriculum.stage != stage:
             self._set_difficulty()  # envs pick it up at their next reset
 
+    def _refresh_lr(self, first_step: int, length: int, progress: float = 1.0) -> None:
+        """The update's LR clock: ``progress`` (fraction of the update done) of the rollout."""
+        self.lr.apply(first_step + int(progress * length))
+
     def steps(self) -> Iterator[int]:
         """The training loop, yielding the global step after every rollout and update."""
-        cfg, ar, agent = self.cfg, self.cfg.action_repeat, self.agent
-        every = {
-            name: max(1, int(cfg[f"{name}_every_frames"]) // ar)
-            for name in ("eval", "log", "checkpoint")
-        }
-        self._log_every = every["log"]
+        cfg, agent = self.cfg, self.agent
+        every = self.cadences()
         boundaries = [b for b in self.schedules.boundaries() if b > self.global_step]
-        self._t0 = time.time() - self.result.get("wall_time_s", 0.0)
         handlers = self._catch_signals()
         self.last_return = math.nan
         self._ep_return = np.zeros(self.num_envs)
@@ -213,13 +154,15 @@ class OnPolicyWorkspace(Workspace):
             starts, hidden = torch.ones(self.num_envs), agent.initial_state(self.num_envs)
             if self.global_step == 0:
                 self.evaluate(0)
-                self._log_lrs(0)
+                self.log_lrs(0)
             while self.global_step < self.total_steps:
-                before, bookkeeping = self.global_step, self._bookkeeping()
+                before = self.global_step
+                # As of the last update; events of this rollout come after it.
+                at_rollout_start = self.checkpoint_state(purge_from=before + 1)
                 carried = self._collect(obs, starts, hidden)
                 if carried is None:
                     self.global_step = before
-                    self.save(bookkeeping)
+                    self.save(at_rollout_start)
                     raise Preempted(self._signal)
                 obs, starts, hidden = carried
                 step = self.global_step
@@ -231,29 +174,24 @@ class OnPolicyWorkspace(Workspace):
                     "actions": buf.actions, "log_probs": buf.log_probs, "values": buf.values,
                     "advantages": advantages, "returns": returns,
                 }  # fmt: skip
-                metrics = agent.update(batch, lambda s=step: self.lr.apply(s))
+                metrics = agent.update(batch, partial(self._refresh_lr, before, step - before))
                 check_finite({k: metrics[k] for k in ("policy_loss", "value_loss")}, step)
                 self.telemetry.scalars(metrics, step, prefix="ppo/")
-                self.telemetry.scalar("ppo/learning_rate", self.lr.current["actor"], step)
-                crossed = bool(boundaries) and step >= boundaries[0]
+                # The LR the update's last minibatch used, read from the optimizer.
+                self.telemetry.scalar("ppo/learning_rate", self.lr.read()["actor"], step)
+                boundary = bool(boundaries) and step >= boundaries[0]
                 while boundaries and step >= boundaries[0]:
                     boundaries.pop(0)
                 last = step >= self.total_steps  # the run ends with an eval and an LR log
-                if crossed or last or _crossed(before, step, every["log"]):
-                    self._log_lrs(step)
-                if last or _crossed(before, step, every["eval"]):
+                if boundary or last or crossed(before, step, every["log"]):
+                    self.log_lrs(step)
+                if last or crossed(before, step, every["eval"]):
                     self.evaluate(step)
-                if _crossed(before, step, every["log"]):  # after the eval: the line shows it
-                    self._log_progress(step, self.last_return, {})
-                if last or _crossed(before, step, every["checkpoint"]):
-                    self.save()
+                if crossed(before, step, every["log"]):  # after the eval: the line shows it
+                    self.log_progress(step, self.last_return, {})
+                if last or crossed(before, step, every["checkpoint"]):
+                    self.save(self.checkpoint_state(purge_from=step + 1))
                 yield step
         finally:
             self._release_signals(handlers)
-            self.result["wall_time_s"] = time.time() - self._t0
-            self.telemetry.close()
-
-
-def _crossed(before: int, after: int, every: int) -> bool:
-    """True when a multiple of ``every`` lies in ``(before, after]``."""
-    return after // every > before // every
+            self.finish()

@@ -42,9 +42,6 @@ class Telemetry:
         for tag, value in values.items():
             self.writer.add_scalar(prefix + tag, value, step)
 
-    def text(self, tag: str, text: str, step: int = 0) -> None:
-        self.writer.add_text(tag, text, step)
-
     def progress(self, step: int, **fields: object) -> None:
         """Advance the bar (terminal) or write one log line (files, CI, clusters)."""
         now = time.perf_counter()

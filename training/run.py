@@ -1,0 +1,320 @@
+"""What both training loops share: one run in one run dir, and its state across stops.
+
+A run's life, in the order `Workspace.__init__` does it (the loops only add their envs, agent
+and storage in `build`):
+
+1. read ``checkpoints/latest.pt`` if the run dir has one, and check its schedule against this
+   run's (a refused resume stops here, before anything is built or written);
+2. seed, then build envs, agent and storage (`build`, per loop);
+3. restore everything that must survive a stop, in one place (`_restore`): the components
+   (agent with its optimizers, replay, curriculum), RNG states, counters, result bookkeeping,
+   and where TensorBoard must cut the interrupted run's tail;
+4. only then bind the LR controller to the agent's optimizers and write the LRs for the step;
+5. open TensorBoard (purging the tail the checkpoint does not cover).
+
+A checkpoint is `checkpoint_state()`: every component of `components()` by name, plus the
+counters and bookkeeping. A loop that adds a component (a replay buffer) adds it to
+`components()`, and both saving and restoring follow.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import signal
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+import lr_scheduler
+from lr_scheduler import ScheduleSet
+from training import checkpoint
+
+log = logging.getLogger("train")
+
+
+def total_steps(cfg: DictConfig) -> int:
+    """Run length in global steps (agent env steps, summed over parallel envs)."""
+    return int(cfg.num_train_frames) // int(cfg.action_repeat)
+
+
+def compile_run_schedules(cfg: DictConfig) -> ScheduleSet:
+    """The one compile path shared by training, the preview and the tests."""
+    return lr_scheduler.compile_schedules(
+        cfg.lr_schedule, base_lr=cfg.lr, total_steps=total_steps(cfg), context=cfg
+    )
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def make_curriculum(cfg: DictConfig):
+    """The run's CurriculumManager, or None when the env has no curriculum."""
+    from envs import CurriculumManager
+
+    if not (cfg.env.get("curriculum") and cfg.curriculum is not None):
+        return None
+    c = OmegaConf.to_container(cfg.curriculum, resolve=True)
+    return CurriculumManager(c["stages"], c["window"], c["min_episodes"], c["success_threshold"])
+
+
+def write_result(run_dir: Path, result: Mapping[str, Any]) -> None:
+    """``result.json``: what the sweep summary ranks (written for failed runs too)."""
+    (run_dir / "result.json").write_text(json.dumps(dict(result), indent=2) + "\n")
+
+
+class Preempted(Exception):
+    """SIGTERM/SIGINT arrived; a checkpoint has been written."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+class Diverged(FloatingPointError):
+    """A loss became NaN or infinite: the run cannot recover, so it stops as failed."""
+
+
+def check_finite(metrics: Mapping[str, float], step: int) -> None:
+    """Raise `Diverged` naming the non-finite metrics, so a sweep records why the job failed."""
+    bad = [f"{name}={value}" for name, value in metrics.items() if not math.isfinite(value)]
+    if bad:
+        raise Diverged(f"diverged at step {step}: {', '.join(bad)}")
+
+
+def crossed(before: int, after: int, every: int) -> bool:
+    """True when a multiple of ``every`` lies in ``(before, after]``."""
+    return after // every > before // every
+
+
+class Workspace:
+    """One run: its settings, its state across stops, evaluation and outputs.
+
+    Subclasses are the loops (`training.offpolicy`, `training.onpolicy`); they implement
+    `build` (envs, ``self.agent``, storage) and `steps` (the loop, a generator of global steps),
+    and extend `components` with what else they checkpoint.
+    """
+
+    def __init__(self, cfg: DictConfig, run_dir: Path, schedules: ScheduleSet):
+        self.cfg = cfg
+        self.run_dir = run_dir
+        self.schedules = schedules
+        self.total_steps = total_steps(cfg)
+        self.ckpt_path = run_dir / "checkpoints" / "latest.pt"
+        self._plain_config = OmegaConf.to_container(cfg, resolve=False)
+        state = self._load_checkpoint()  # a refused resume raises here, before anything exists
+        torch.set_num_threads(cfg.num_threads)
+        seed_everything(cfg.seed)
+        self.global_step = 0
+        self.episode = 0
+        self.result: dict[str, Any] = {"best_eval_return": None, "final_eval_return": None}
+        self.curriculum = make_curriculum(cfg)
+        if self.curriculum is not None:
+            self.result.update(stage_entry_steps=[0], stage_entry_seconds=[0.0])
+        self.build()
+        purge_step = self._restore(state) if state is not None else None
+        self.lr = self._bind_lr()
+        self.lr.apply(self.global_step)
+        from training.telemetry import Telemetry
+
+        self.telemetry = Telemetry(run_dir, self.total_steps, cfg.progress, purge_step)
+        self._signal: int | None = None
+        self._t0 = time.time() - self.result.get("wall_time_s", 0.0)
+
+    # ----------------------------------------------------------------------- per loop
+
+    def build(self) -> None:
+        """Create the envs, ``self.agent`` and any storage (called before the restore)."""
+        raise NotImplementedError
+
+    def steps(self) -> Iterator[int]:
+        """The training loop, a generator of global steps; see `train`."""
+        raise NotImplementedError
+
+    def components(self) -> dict[str, Any]:
+        """What the checkpoint holds by ``state_dict()``, keyed by its checkpoint name."""
+        parts: dict[str, Any] = {"agent": self.agent}
+        if self.curriculum is not None:
+            parts["curriculum"] = self.curriculum
+        return parts
+
+    # ----------------------------------------------------------------------- run state
+
+    def _load_checkpoint(self) -> dict[str, Any] | None:
+        if not (self.cfg.resume.enabled and self.ckpt_path.exists()):
+            return None
+        state = checkpoint.load(self.ckpt_path)
+        lr_scheduler.check_schedule_state(
+            self.schedules, state.get("lr_schedule"), self.cfg.resume.allow_schedule_change
+        )
+        log.info("resuming from %s at global step %d", self.ckpt_path, state["global_step"])
+        return state
+
+    def _restore(self, state: dict[str, Any]) -> int:
+        """Put everything a checkpoint holds back; returns the step TensorBoard purges from."""
+        for name, part in self.components().items():
+            if state.get(name) is not None:
+                part.load_state_dict(state[name])
+        if state.get("rng"):
+            checkpoint.set_rng_state(state["rng"])
+        self.global_step = int(state["global_step"])
+        self.episode = int(state.get("episode", 0))
+        self.result.update(state.get("result") or {})
+        return int(state.get("tb_purge_step", self.global_step))
+
+    def _bind_lr(self) -> lr_scheduler.LRController:
+        optimizers = getattr(self.agent, "optimizers", None)
+        if optimizers is not None:  # one optimizer per network (DrQ-v2)
+            return lr_scheduler.LRController.for_optimizers(self.schedules, optimizers)
+        return lr_scheduler.LRController.for_named_groups(self.schedules, self.agent.optimizer)
+
+    def checkpoint_state(self, purge_from: int) -> dict[str, Any]:
+        """Everything needed to continue from ``global_step``; ``purge_from`` is the first step
+        whose TensorBoard events this state does not account for (a resume hides them)."""
+        self.result["wall_time_s"] = time.time() - self._t0
+        return {
+            "global_step": self.global_step,
+            "episode": self.episode,
+            **{name: part.state_dict() for name, part in self.components().items()},
+            "lr_schedule": self.lr.state_dict(),
+            "rng": checkpoint.rng_state(),
+            "result": dict(self.result),
+            "tb_purge_step": purge_from,
+            "config": self._plain_config,
+        }
+
+    def save(self, state: dict[str, Any]) -> None:
+        """Write ``state`` (from `checkpoint_state`) atomically to ``checkpoints/latest.pt``."""
+        self.telemetry.flush()  # events up to here are durable before the checkpoint says so
+        checkpoint.save_atomic(state, self.ckpt_path)
+
+    # ----------------------------------------------------------------------- signals
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        self._signal = signum  # handled by the loop at its next safe point: never mid-update
+
+    def _catch_signals(self) -> dict:
+        """Route SIGTERM/SIGINT to `_on_signal`; returns the handlers to put back. Python lets
+        only the main thread install handlers: elsewhere (thread-based sweep backends) the
+        launcher owns the signals and this does nothing."""
+        if threading.current_thread() is not threading.main_thread():
+            return {}
+        return {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+
+    @staticmethod
+    def _release_signals(handlers: dict) -> None:
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
+
+    # ----------------------------------------------------------------------- the loop's helpers
+
+    def train(self) -> None:
+        """Train to the end of the budget; on SIGTERM/SIGINT checkpoint and raise `Preempted`."""
+        for _ in self.steps():
+            pass
+
+    def cadences(self) -> dict[str, int]:
+        """Eval, log and checkpoint periods in global steps (the config speaks frames)."""
+        return {
+            name: max(1, int(self.cfg[f"{name}_every_frames"]) // int(self.cfg.action_repeat))
+            for name in ("eval", "log", "checkpoint")
+        }
+
+    def log_lrs(self, step: int) -> dict[str, float]:
+        """Write the LRs for ``step`` and log what the optimizers then hold (``lr_<network>``);
+        raises `lr_scheduler.LRMismatchError` if something else wrote an optimizer's LR."""
+        self.lr.apply(step)
+        held = self.lr.verify(step)
+        for name, value in held.items():
+            self.telemetry.scalar(f"lr_{name}", value, step)
+        return held
+
+    def set_difficulty(self, env) -> None:
+        if self.curriculum is not None:
+            env.unwrapped.set_difficulty(**self.curriculum.params)
+
+    def evaluate(self, step: int) -> float:
+        self.set_difficulty(self.eval_env)
+        returns, successes = [], []
+        for k in range(self.cfg.num_eval_episodes):
+            obs, _ = self.eval_env.reset(seed=self.cfg.seed * 100_003 + step + k)
+            if hasattr(self.agent, "begin_episode"):  # recurrent policies drop their state
+                self.agent.begin_episode()
+            done, ep_return, info = False, 0.0, {}
+            while not done:
+                with torch.no_grad():
+                    action = self.agent.act(obs, step, eval_mode=True)
+                obs, reward, terminated, truncated, info = self.eval_env.step(action)
+                ep_return += float(reward)
+                done = terminated or truncated
+            returns.append(ep_return)
+            successes.append(float(info.get("success", False)))
+        mean = float(np.mean(returns))
+        self.telemetry.scalar("eval/episode_return", mean, step)
+        self.telemetry.scalar("eval/success_rate", float(np.mean(successes)), step)
+        best = self.result.get("best_eval_return")
+        self.result["best_eval_return"] = mean if best is None else max(best, mean)
+        self.result["final_eval_return"] = mean
+        return mean
+
+    def end_episode(self, step: int, ep_return: float, info: Mapping[str, Any]) -> None:
+        """Bookkeeping of a finished training episode: count, return, curriculum progress."""
+        self.episode += 1
+        self.telemetry.scalar("train/episode_return", ep_return, step)
+        if self.curriculum is None:
+            return
+        success = bool(info.get("success", False))
+        self.telemetry.scalar("train/episode_success", float(success), step)
+        if not self.curriculum.record_episode(success, global_step=step):
+            return
+        c = self.curriculum
+        log.info("curriculum: stage %d/%d (%s) at step %d",
+                 c.stage + 1, c.num_stages, c.stage_name, step)  # fmt: skip
+        seconds = time.time() - self._t0
+        self.result["stage_entry_steps"].append(step)
+        self.result["stage_entry_seconds"].append(seconds)
+        if c.is_final:
+            self.result["final_stage_step"] = step
+            self.result["final_stage_seconds"] = seconds
+        if step % self.cadences()["log"]:  # log steps record the stage anyway
+            self.telemetry.scalar("curriculum/stage", c.stage, step)
+
+    def log_progress(self, step: int, last_return: float, metrics: Mapping[str, float]) -> None:
+        self.telemetry.scalars(metrics, step, prefix="train/")
+        fields: dict[str, Any] = {"return": f"{last_return:.1f}"}
+        if self.curriculum is not None:
+            c = self.curriculum
+            self.telemetry.scalar("curriculum/stage", c.stage, step)
+            self.telemetry.scalar("curriculum/success_rate", c.success_rate, step)
+            fields["stage"] = f"{c.stage + 1}/{c.num_stages} {c.stage_name}"
+        if self.result.get("final_eval_return") is not None:
+            fields["eval"] = f"{self.result['final_eval_return']:.1f}"
+        self.telemetry.progress(step, **fields)
+
+    def finish(self) -> None:
+        """Account the wall time and close the outputs (the loops call it however they end)."""
+        self.result["wall_time_s"] = time.time() - self._t0
+        self.telemetry.close()
+
+    def summary(self) -> dict[str, Any]:
+        c = self.curriculum
+        return {
+            **self.result,
+            "global_step": self.global_step,
+            "stage_reached": c.stage if c else None,
+            "stage_name": c.stage_name if c else None,
+            "num_stages": c.num_stages if c else None,
+            "steps_per_s": self.global_step / max(self.result.get("wall_time_s", 0.0), 1e-9),
+            "schedule_fingerprint": self.schedules.fingerprint,
+        }

@@ -1,0 +1,47 @@
+"""Build the run a config describes: the loop that fits the agent, from a composed config or
+from command-line style overrides (benchmarks and tests use the latter)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+import training.schema  # noqa: F401  (registers the root schema before composition)
+from lr_scheduler import ScheduleSet
+from training.run import Workspace, compile_run_schedules
+
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "cfgs"
+
+
+def make_workspace(cfg: DictConfig, run_dir: Path, schedules: ScheduleSet) -> Workspace:
+    """The loop that fits the agent: agents whose class sets ``on_policy = True`` (PPO) collect
+    rollouts from vector envs (`training.onpolicy`); the others learn off-policy from replay
+    (`training.offpolicy`)."""
+    agent_cls = hydra.utils.get_class(cfg.agent._target_)
+    on_policy = getattr(agent_cls, "on_policy", False)
+    if cfg.compile and not on_policy:
+        raise ValueError(f"compile=true: only agent=ppo runs its update through torch.compile, "
+                         f"not {agent_cls.__name__}; leave compile=false")  # fmt: skip
+    if on_policy:
+        from training.onpolicy import OnPolicyWorkspace
+
+        return OnPolicyWorkspace(cfg, run_dir, schedules)
+    from training.offpolicy import OffPolicyWorkspace
+
+    return OffPolicyWorkspace(cfg, run_dir, schedules)
+
+
+def compose_config(overrides: list[str]) -> DictConfig:
+    """The run config composed from ``cfgs/`` as the CLI would, without Hydra's run dir."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        return compose("config", overrides=list(overrides))
+
+
+def workspace_from_overrides(overrides: list[str], run_dir: Path) -> Workspace:
+    """The workspace the CLI would train, e.g. ``["agent=ppo", "env=cartpole", "lr=1e-3"]``."""
+    cfg = compose_config(overrides)
+    return make_workspace(cfg, Path(run_dir), compile_run_schedules(cfg))
