@@ -19,7 +19,6 @@ import torch
 
 from agents.ppo_networks import make_policy
 
-NETWORKS = ("encoder", "actor", "critic")
 STEP_ON = ("update", "epoch", "rollout")
 _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 

@@ -14,10 +14,10 @@ from typing import Any
 
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from lr_scheduler import NETWORKS
 from training import checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
-NETWORKS = ("encoder", "actor", "critic")
 # A few thousand frames: seconds on a laptop CPU, still every phase of the loop.
 TINY = [
     "num_train_frames=3000",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import textwrap
 
 import pytest
-from cli import ROOT, TINY, run_cli, scalars
+from cli import ROOT, TINY, latest, optimizer_lrs, run_cli, scalars
 
 import lr_scheduler as L
 import training.schema as config_schema
@@ -31,12 +31,18 @@ def test_shipped_presets_are_the_spec_list():
 @pytest.mark.parametrize("preset", PRESETS)
 @pytest.mark.parametrize("network_type", ["exponential_decay", "linear", "cosine", "step_decay"])
 def test_every_preset_survives_a_type_switch_by_one_override(preset, network_type):
-    assert set(compile_run_schedules(composed(f"lr_schedule={preset}"))) == set(L.NETWORKS)
+    original = compile_run_schedules(composed(f"lr_schedule={preset}"))
     switched = compile_run_schedules(
         composed(f"lr_schedule={preset}", f"lr_schedule.actor.type={network_type}")
     )
     # Intervals without their own type follow the network's: in every preset, at least the last.
-    assert switched["actor"].intervals[-1].type == network_type
+    last = switched["actor"].intervals[-1]
+    assert last.type == network_type
+    # The switched shape starts where the preset's interval started, and nothing else moved.
+    assert switched["actor"](last.start) == pytest.approx(original["actor"](last.start))
+    assert [switched[n] for n in ("encoder", "critic")] == [
+        original[n] for n in ("encoder", "critic")
+    ]
 
 
 @pytest.mark.parametrize("preset", PRESETS)
@@ -57,19 +63,24 @@ def test_constant_is_identical_to_no_schedule():
 
 
 def test_all_presets_train_in_one_sweep(tmp_path):
+    short = [*TINY, "num_train_frames=1500", "checkpoint_every_frames=1500"]
     proc = run_cli(
-        "-m", f"lr_schedule={','.join(PRESETS)}", *TINY,
+        "-m", f"lr_schedule={','.join(PRESETS)}", *short,
         f"hydra.sweep.dir={tmp_path}", "hydra.sweep.subdir=${hydra.job.num}",
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     for num, preset in enumerate(PRESETS):
         run_dir = tmp_path / str(num)
-        assert (run_dir / "result.json").exists(), preset
-        expected = compile_run_schedules(composed(f"lr_schedule={preset}", *TINY))
+        expected = compile_run_schedules(composed(f"lr_schedule={preset}", *short))
+        # The optimizers end the run holding the schedule's last LRs ...
+        final = optimizer_lrs(latest(run_dir))
+        assert final == pytest.approx({n: expected[n](1500) for n in L.NETWORKS}), preset
+        # ... and held the schedule's LR at every logged step and boundary (the lr_* scalars
+        # are read back from the optimizers; a mismatch would have stopped the run).
         for net in L.NETWORKS:
             logged = scalars(run_dir, f"lr_{net}")
-            assert logged and logged[-1][0] == 3000
-            for step, value in logged:  # TensorBoard shows the compiled schedule
+            assert logged and logged[-1][0] == 1500
+            for step, value in logged:
                 assert value == pytest.approx(expected[net](step), rel=1e-6), (preset, net, step)
 
 
@@ -84,6 +95,9 @@ def test_default_command_trains_and_writes_outputs(tmp_path):
         assert scalars(tmp_path, tag), tag
     actor = [v for _, v in scalars(tmp_path, "lr_actor")]
     assert len(actor) == 7 and actor == pytest.approx([1e-4] * 7)  # steps 0, 500, ..., 3000
+    state = latest(tmp_path)
+    assert state["global_step"] == 3000 and optimizer_lrs(state) == {n: 1e-4 for n in L.NETWORKS}
+    assert all(state["agent"]["optimizers"][n]["state"] for n in L.NETWORKS)  # it trained
 
 
 @pytest.mark.parametrize(
@@ -96,9 +110,17 @@ def test_default_command_trains_and_writes_outputs(tmp_path):
     ],
 )
 def test_spec_command_lines_preview(line, tmp_path):
+    from matplotlib.image import imread
+
     proc = run_cli(*line.split(), "dry_run=true", run_dir=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert (tmp_path / "lr_schedule.png").stat().st_size > 5000
+    expected = compile_run_schedules(composed(*line.split()))
+    for net in L.NETWORKS:  # the table shows the compiled LR at each boundary
+        section = proc.stdout.split(f"[{net}]")[1].split("\n[")[0]
+        for interval in expected[net].intervals:
+            assert f"{interval.start:>12}  {expected[net](interval.start):>11.4e}" in section
+    assert imread(tmp_path / "lr_schedule.png").std() > 0.05  # a drawn figure, not a blank one
+    assert not (tmp_path / "checkpoints").exists() and not (tmp_path / "tb").exists()
 
 
 def test_spec_training_lines_with_tiny_budget(tmp_path):
@@ -181,6 +203,8 @@ def test_custom_preset_from_searchpath(tmp_path, form):
     assert logged[500] == pytest.approx((3e-4 + 1e-5) / 2, rel=1e-5)
     actor = [v for _, v in scalars(tmp_path / "run", "lr_actor")]
     assert actor and actor == pytest.approx([1e-4] * len(actor))
+    held = optimizer_lrs(latest(tmp_path / "run"))  # after step 1000 the preset holds 1e-5
+    assert held == pytest.approx({"encoder": 1e-5, "actor": 1e-4, "critic": 1e-4})
 
 
 BAD_PRESETS = {
@@ -226,3 +250,5 @@ def test_kill_switch_says_so_and_trains_at_base_lr(tmp_path):
     assert "LR_SCHEDULE_DISABLE=1" in proc.stderr
     critic = [v for _, v in scalars(tmp_path, "lr_critic")]
     assert len(critic) == 7 and critic == pytest.approx([1e-4] * 7)  # aggressive_decay ignored
+    # aggressive_decay would end at 0.05x; the optimizers still hold the base lr.
+    assert optimizer_lrs(latest(tmp_path)) == {n: 1e-4 for n in L.NETWORKS}
