@@ -264,8 +264,23 @@ class ScheduleSet(Mapping[str, Schedule]):
 # --------------------------------------------------------------------------- compile + validate
 
 
+_DISABLE_ON, _DISABLE_OFF = ("1", "true", "yes", "on"), ("", "0", "false", "no", "off")
+
+
 def _is_disabled() -> bool:
-    return os.environ.get(DISABLE_ENV_VAR, "").strip().lower() not in ("", "0", "false", "no")
+    """The kill switch: ``LR_SCHEDULE_DISABLE`` = 1/true/yes/on disables every schedule,
+    0/false/no/off/empty (or unset) keeps them; any other value is an error, not a guess."""
+    value = os.environ.get(DISABLE_ENV_VAR, "").strip().lower()
+    if value in _DISABLE_ON:
+        return True
+    if value in _DISABLE_OFF:
+        return False
+    raise ScheduleError(
+        DISABLE_ENV_VAR,
+        f"environment variable set to {os.environ[DISABLE_ENV_VAR]!r}; accepted: "
+        f"{'/'.join(_DISABLE_ON)} (run at the base lr) or {'/'.join(_DISABLE_OFF[1:])} or "
+        "empty (follow the schedule)",
+    )
 
 
 def _accepted(name: str, choices: Sequence[str]) -> str:
@@ -523,7 +538,10 @@ def compile_schedules(
     scheduled = tuple(schedules)
     disabled = _is_disabled()
     if disabled:
-        log.warning("%s=1: ignoring %s; every network uses its base lr", DISABLE_ENV_VAR, path)
+        log.warning(
+            "%s=%s: ignoring %s; every network uses its base lr",
+            DISABLE_ENV_VAR, os.environ[DISABLE_ENV_VAR], path,
+        )  # fmt: skip
         schedules = {}
     full = {n: schedules.get(n) or Schedule.constant(base[n]) for n in networks}
     return ScheduleSet(
@@ -651,7 +669,10 @@ class LRController:
         self.disabled = getattr(schedules, "disabled", False)
         if _is_disabled() and not self.disabled:
             # A schedule built without compile_schedules: "base" is the LR the groups hold now.
-            log.warning("%s=1: every network keeps its current lr", DISABLE_ENV_VAR)
+            log.warning(
+                "%s=%s: every network keeps its current lr",
+                DISABLE_ENV_VAR, os.environ[DISABLE_ENV_VAR],
+            )  # fmt: skip
             schedules = {n: Schedule.constant(_lr_value(groups[n][0])) for n in schedules}
             self.disabled = True
         self.schedules: Mapping[str, Schedule] = schedules

@@ -24,11 +24,19 @@ from typing import Any
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 import lr_scheduler
 from lr_scheduler import ScheduleError, ScheduleSet
-from training.run import Preempted, compile_run_schedules, total_steps, write_result
+from training.checks import ConfigError, check_run_config
+from training.run import (
+    Preempted,
+    ResumeRefused,
+    compile_run_schedules,
+    total_steps,
+    write_result,
+)
+from training.rundir import RunDirBusy, RunLock
 from training.workspace import make_workspace
 
 log = logging.getLogger("train")
@@ -78,12 +86,14 @@ def main(cfg: DictConfig) -> float | None:
     """
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     in_sweep = HydraConfig.get().mode == RunMode.MULTIRUN
+    # A dir that already holds a run keeps its files unless this run is accepted to continue it.
+    holds_run = (run_dir / "result.json").exists() or (run_dir / "checkpoints").exists()
 
     def fail(message: str, exit_code: int, result: dict[str, Any] | None = None) -> float:
         """Record the failure and exit (single run) or return -inf (sweep job). A run that
-        never started (``result`` None) keeps an existing result.json: it belongs to the run
-        already in this dir."""
-        if result is not None or not (run_dir / "result.json").exists():
+        never started (``result`` None) leaves a dir that holds another run as it was."""
+        if result is not None or not holds_run:
+            save_job_config(run_dir, cfg)
             write_result(run_dir, {**(result or {}), "status": "failed", "error": message})
         print(f"error: {message}", file=sys.stderr)
         if not in_sweep:
@@ -91,25 +101,51 @@ def main(cfg: DictConfig) -> float | None:
         return -math.inf
 
     try:
+        check_run_config(cfg)
+    except ConfigError as err:
+        return fail(f"invalid config: {err}", 2)
+    try:
         schedules = compile_run_schedules(cfg)
     except ScheduleError as err:
         return fail(f"invalid learning-rate schedule: {err}", 2)
     if schedules.disabled:
-        print(f"{lr_scheduler.DISABLE_ENV_VAR}=1: lr_schedule ignored; every network trains "
-              f"at the base lr={cfg.lr}", file=sys.stderr)  # fmt: skip
+        seen = os.environ[lr_scheduler.DISABLE_ENV_VAR]
+        print(f"{lr_scheduler.DISABLE_ENV_VAR}={seen}: lr_schedule ignored; every network "
+              f"trains at the base lr={cfg.lr}", file=sys.stderr)  # fmt: skip
     if cfg.dry_run:
+        if not holds_run:
+            save_job_config(run_dir, cfg)
         preview(cfg, schedules, run_dir)
         return None
+    lock = RunLock(run_dir)
+    try:
+        lock.acquire()
+    except RunDirBusy as err:
+        print(f"error: {err}", file=sys.stderr)  # the dir is another process's: touch nothing
+        if not in_sweep:
+            sys.exit(2)
+        return -math.inf
+    try:
+        return train(cfg, run_dir, schedules, fail)
+    finally:
+        lock.release()
+
+
+def train(cfg: DictConfig, run_dir: Path, schedules: ScheduleSet, fail) -> float:
+    """Build the run (resuming if the dir holds one), train it, record the result."""
+    from training.telemetry import write_hparams
+
     try:
         workspace = make_workspace(cfg, run_dir, schedules)
     except lr_scheduler.ScheduleMismatchError as err:
         return fail(f"resume refused: {err}. To resume with the new schedule anyway, pass "
                     "resume.allow_schedule_change=true", 2)  # fmt: skip
+    except ResumeRefused as err:
+        return fail(f"resume refused: {err}", 2)
     except Exception as err:
         log.exception("could not build the run")
         return fail(f"{type(err).__name__}: {err}", 1)
-    from training.telemetry import write_hparams
-
+    save_job_config(run_dir, cfg)  # accepted: the dir's config is now this run's
     try:
         workspace.train()
     except Preempted as stop:
@@ -127,6 +163,18 @@ def main(cfg: DictConfig) -> float | None:
     log.info("done: %s", json.dumps(summary))
     final = summary.get("final_eval_return")
     return -math.inf if final is None else float(final)
+
+
+def save_job_config(run_dir: Path, cfg: DictConfig) -> None:
+    """``.hydra/`` (composed config, Hydra's own config, the overrides), written by the run
+    itself (``hydra.output_subdir`` is null) so a refused start cannot replace those of the
+    run already in the dir."""
+    hydra_cfg = HydraConfig.get()
+    out = run_dir / ".hydra"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
+    (out / "hydra.yaml").write_text(OmegaConf.to_yaml({"hydra": hydra_cfg}))
+    (out / "overrides.yaml").write_text(OmegaConf.to_yaml(hydra_cfg.overrides.task))
 
 
 if __name__ == "__main__":

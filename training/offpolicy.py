@@ -14,6 +14,7 @@ import math
 from collections.abc import Iterator
 
 import hydra
+import numpy as np
 import torch
 
 from training.run import Preempted, Workspace, check_finite
@@ -41,6 +42,12 @@ class OffPolicyWorkspace(Workspace):
 
     def components(self) -> dict:
         return {**super().components(), "replay": self.replay}
+
+    def extra_checkpoint_bytes(self) -> int:
+        """The replay buffer at capacity: observations, actions and scalars per transition."""
+        obs, act = self.env.observation_space, self.env.action_space
+        per = obs.dtype.itemsize * int(np.prod(obs.shape)) + 4 * int(np.prod(act.shape)) + 16
+        return int(self.cfg.replay.capacity) * per
 
     def steps(self) -> Iterator[int]:
         """The training loop, yielding the global step after every env step.

@@ -22,7 +22,9 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import random
+import shutil
 import signal
 import threading
 import time
@@ -69,9 +71,41 @@ def make_curriculum(cfg: DictConfig):
     return CurriculumManager(c["stages"], c["window"], c["min_episodes"], c["success_threshold"])
 
 
+def _strict(value: Any) -> Any:
+    """JSON has no NaN or Infinity: a non-finite number is written as null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Mapping):
+        return {k: _strict(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_strict(v) for v in value]
+    return value
+
+
 def write_result(run_dir: Path, result: Mapping[str, Any]) -> None:
-    """``result.json``: what the sweep summary ranks (written for failed runs too)."""
-    (run_dir / "result.json").write_text(json.dumps(dict(result), indent=2) + "\n")
+    """``result.json``: what the sweep summary ranks (written for failed runs too), as strict
+    JSON, replaced atomically so a reader never sees half a file."""
+    path = run_dir / "result.json"
+    tmp = path.with_name(".result.json.tmp")
+    tmp.write_text(json.dumps(_strict(result), indent=2, allow_nan=False) + "\n")
+    tmp.replace(path)
+
+
+# Settings that make a run what it is: resuming under other values mixes two experiments.
+RUN_IDENTITY = ("seed", "env", "agent", "replay", "curriculum", "action_repeat")
+
+
+def _diff(old: Any, new: Any, path: str) -> str:
+    """The first key path where two plain configs differ, with both values."""
+    if isinstance(old, Mapping) and isinstance(new, Mapping):
+        for key in sorted(set(old) | set(new), key=str):
+            if old.get(key) != new.get(key):
+                return _diff(old.get(key), new.get(key), f"{path}.{key}")
+    return f"{path}: {old!r} -> {new!r}"
+
+
+class ResumeRefused(RuntimeError):
+    """The run dir holds a run this one must not continue or replace; nothing was changed."""
 
 
 class Preempted(Exception):
@@ -91,6 +125,17 @@ def check_finite(metrics: Mapping[str, float], step: int) -> None:
     bad = [f"{name}={value}" for name, value in metrics.items() if not math.isfinite(value)]
     if bad:
         raise Diverged(f"diverged at step {step}: {', '.join(bad)}")
+
+
+def _tensors(state: Any) -> Iterator[torch.Tensor]:
+    if isinstance(state, torch.Tensor):
+        yield state
+    elif isinstance(state, Mapping):
+        for value in state.values():
+            yield from _tensors(value)
+    elif isinstance(state, list | tuple):
+        for value in state:
+            yield from _tensors(value)
 
 
 def crossed(before: int, after: int, every: int) -> bool:
@@ -123,6 +168,7 @@ class Workspace:
         if self.curriculum is not None:
             self.result.update(stage_entry_steps=[0], stage_entry_seconds=[0.0])
         self.build()
+        self._probe_outputs()
         purge_step = self._restore(state) if state is not None else None
         self.lr = self._bind_lr()
         self.lr.apply(self.global_step)
@@ -152,14 +198,70 @@ class Workspace:
     # ----------------------------------------------------------------------- run state
 
     def _load_checkpoint(self) -> dict[str, Any] | None:
-        if not (self.cfg.resume.enabled and self.ckpt_path.exists()):
+        """The checkpoint to resume from (``latest.pt``, else ``previous.pt``), checked against
+        this run; None for a fresh start. Raises `ResumeRefused` (nothing touched) when the dir
+        holds a run this one must not silently continue or replace."""
+        ckpt_dir = self.ckpt_path.parent
+        holds_run = self.ckpt_path.exists() or checkpoint.previous_path(self.ckpt_path).exists()
+        if not self.cfg.resume.enabled or self.cfg.resume.overwrite:
+            if holds_run and not self.cfg.resume.overwrite:
+                raise ResumeRefused(
+                    f"{self.run_dir} holds a run (checkpoints/ in it) and resume.enabled=false: "
+                    "pass resume.overwrite=true to delete its checkpoints, TensorBoard events "
+                    "and result.json and start over, or pick another hydra.run.dir"
+                )
+            if holds_run:
+                log.warning("resume.overwrite=true: deleting the run in %s", self.run_dir)
+                shutil.rmtree(ckpt_dir, ignore_errors=True)
+                shutil.rmtree(self.run_dir / "tb", ignore_errors=True)
+                (self.run_dir / "result.json").unlink(missing_ok=True)
             return None
-        state = checkpoint.load(self.ckpt_path)
+        if ckpt_dir.exists() and not ckpt_dir.is_dir():
+            raise ResumeRefused(f"{ckpt_dir} is not a directory; move it away to continue")
+        if not holds_run:
+            return None
+        checkpoint.remove_stale_temporaries(ckpt_dir)
+        problems = []
+        for path in (self.ckpt_path, checkpoint.previous_path(self.ckpt_path)):
+            if not path.exists():
+                continue
+            try:
+                state = checkpoint.load(path)
+            except checkpoint.CheckpointError as err:
+                problems.append(str(err))
+                log.warning("%s; trying the previous checkpoint", err)
+                continue
+            self._check_fits(state, path)
+            if problems:
+                log.warning("resuming from the previous checkpoint %s", path)
+            log.info("resuming from %s at global step %d", path, state["global_step"])
+            return state
+        raise ResumeRefused(
+            "no checkpoint in this run dir can be read: " + "; ".join(problems) + ". Pass "
+            "resume.overwrite=true to start over here, or pick another hydra.run.dir"
+        )
+
+    def _check_fits(self, state: dict[str, Any], path: Path) -> None:
+        """Refuse a checkpoint written by a different kind of run (agent, env, seed, ...)."""
+        saved = state.get("config") or {}
+        current = self._plain_config
+        saved_agent = (saved.get("agent") or {}).get("_target_")
+        agent = current["agent"]["_target_"]
+        if saved_agent and saved_agent != agent:
+            raise ResumeRefused(
+                f"{path} was written by agent {saved_agent} while this run is agent {agent}: "
+                "a checkpoint of another agent cannot be resumed. Pick another hydra.run.dir"
+            )
+        changed = [k for k in RUN_IDENTITY if k in saved and saved.get(k) != current.get(k)]
+        if changed and not self.cfg.resume.allow_config_change:
+            diff = "; ".join(_diff(saved.get(k), current.get(k), k) for k in changed)
+            raise ResumeRefused(
+                f"this run's settings differ from the checkpoint's ({diff}). Pass "
+                "resume.allow_config_change=true to resume anyway, or pick another hydra.run.dir"
+            )
         lr_scheduler.check_schedule_state(
             self.schedules, state.get("lr_schedule"), self.cfg.resume.allow_schedule_change
         )
-        log.info("resuming from %s at global step %d", self.ckpt_path, state["global_step"])
-        return state
 
     def _restore(self, state: dict[str, Any]) -> int:
         """Put everything a checkpoint holds back; returns the step TensorBoard purges from."""
@@ -195,9 +297,46 @@ class Workspace:
         }
 
     def save(self, state: dict[str, Any]) -> None:
-        """Write ``state`` (from `checkpoint_state`) atomically to ``checkpoints/latest.pt``."""
+        """Write ``state`` (from `checkpoint_state`) atomically to ``checkpoints/latest.pt``; the
+        one before becomes ``previous.pt``. A state with NaN/inf is not written: `Diverged`."""
         self.telemetry.flush()  # events up to here are durable before the checkpoint says so
-        checkpoint.save_atomic(state, self.ckpt_path)
+        try:
+            checkpoint.save_atomic(state, self.ckpt_path)
+        except checkpoint.NonFiniteState as err:
+            raise Diverged(f"diverged by step {state['global_step']}: {err}") from None
+
+    def checkpoint_bytes(self) -> int:
+        """A generous estimate of one checkpoint's size: the agent's tensors three times over
+        (weights and two Adam moments), plus what `components` add (`extra_checkpoint_bytes`)."""
+        agent = sum(t.numel() * t.element_size() for t in _tensors(self.agent.state_dict()))
+        return 3 * agent + self.extra_checkpoint_bytes() + (1 << 20)
+
+    def extra_checkpoint_bytes(self) -> int:
+        return 0
+
+    def _probe_outputs(self) -> None:
+        """Fail now, not at the first checkpoint hours later: the checkpoint dir is writable
+        and has room for a checkpoint."""
+        ckpt_dir = self.ckpt_path.parent
+        try:
+            ckpt_dir.mkdir(parents=True, exist_ok=True)
+            probe = ckpt_dir / f".probe-{os.getpid()}"
+            probe.write_bytes(b"x")
+            probe.unlink()
+        except OSError as err:
+            raise ResumeRefused(
+                f"cannot write checkpoints to {ckpt_dir} ({err.strerror or err}); fix the "
+                "permissions or pick another hydra.run.dir"
+            ) from None
+        need = self.checkpoint_bytes()
+        free = shutil.disk_usage(ckpt_dir).free
+        if free < need:
+            raise ResumeRefused(
+                f"{ckpt_dir} has {free / 2**20:.0f} MiB free, and a checkpoint of this run "
+                f"needs about {need / 2**20:.0f} MiB (networks, optimizer moments, replay "
+                "buffer at capacity): free some space, lower replay.capacity, or pick another "
+                "hydra.run.dir"
+            )
 
     # ----------------------------------------------------------------------- signals
 

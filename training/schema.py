@@ -42,6 +42,8 @@ class ReplayConfig:
 class ResumeConfig:
     enabled: bool = True  # resume from <run dir>/checkpoints/latest.pt when it exists
     allow_schedule_change: bool = False  # resume even if lr_schedule differs from the checkpoint's
+    allow_config_change: bool = False  # resume even if seed/env/agent/replay/curriculum differ
+    overwrite: bool = False  # start over in a dir that holds a run (deletes its outputs)
 
 
 @dataclass

@@ -1,0 +1,81 @@
+"""Start-up checks of the run knobs: what the structured schema cannot say (ranges, choices,
+keys added with ``+``). They run before any env, agent or file exists, like schedule
+validation, and fail with one `ConfigError` naming the key path and what is accepted."""
+
+from __future__ import annotations
+
+import difflib
+import math
+from dataclasses import fields, is_dataclass
+from typing import Any
+
+from omegaconf import DictConfig
+
+from training.schema import TrainConfig
+
+
+class ConfigError(ValueError):
+    """A run knob is out of range or unknown; the message names its key path."""
+
+    def __init__(self, path: str, problem: str):
+        self.path = path
+        super().__init__(f"{path}: {problem}")
+
+
+def _unknown_keys(cfg: DictConfig, schema: type, prefix: str = "") -> None:
+    """Keys the schema does not declare (``+key=value`` bypasses Hydra's own check)."""
+    known = {f.name: f for f in fields(schema)}
+    for key in cfg.keys():
+        path = f"{prefix}{key}"
+        if key not in known:
+            close = difflib.get_close_matches(str(key), list(known), n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise ConfigError(
+                path, f"unknown key{hint}; accepted: {', '.join(sorted(known))}. A key added "
+                "with '+' is not read by anything, so it is refused rather than ignored"
+            )  # fmt: skip
+        default = known[key].default_factory  # type: ignore[misc]
+        if callable(default) and is_dataclass(sub := default()):
+            _unknown_keys(cfg[key], type(sub), prefix=f"{path}.")
+
+
+def _at_least(cfg: DictConfig, path: str, low: int, what: str) -> None:
+    node: Any = cfg
+    for part in path.split("."):
+        node = node[part]
+    if isinstance(node, bool) or not isinstance(node, int) or node < low:
+        raise ConfigError(path, f"must be a whole number >= {low} ({what}), got {node!r}")
+
+
+def check_run_config(cfg: DictConfig) -> None:
+    """Raise `ConfigError` for the first run knob that cannot give a meaningful run."""
+    _unknown_keys(cfg, TrainConfig)
+    _at_least(cfg, "action_repeat", 1, "env frames per agent action")
+    _at_least(cfg, "num_train_frames", int(cfg.action_repeat),
+              f"at least one agent step of action_repeat={cfg.action_repeat} frames")  # fmt: skip
+    _at_least(cfg, "num_seed_frames", 0, "frames of random actions before the first update")
+    for name in ("eval_every_frames", "log_every_frames", "checkpoint_every_frames"):
+        _at_least(cfg, name, 1, "a period in env frames")
+    _at_least(cfg, "num_eval_episodes", 1, "episodes averaged per evaluation")
+    _at_least(cfg, "update_every_steps", 1, "global steps between updates")
+    _at_least(cfg, "num_threads", 1, "torch threads")
+    _at_least(cfg, "replay.capacity", 1, "transitions kept")
+    _at_least(cfg, "replay.batch_size", 1, "transitions per update")
+    _at_least(cfg, "replay.nstep", 1, "steps per n-step return")
+    discount = cfg.replay.discount
+    if not 0.0 < discount <= 1.0:
+        raise ConfigError("replay.discount", f"must be in (0, 1], got {discount!r}")
+    if not (math.isfinite(cfg.lr) and cfg.lr > 0):
+        raise ConfigError("lr", f"the base learning rate must be a finite number > 0, got {cfg.lr}")
+    if cfg.progress not in ("auto", "bar", "lines"):
+        raise ConfigError("progress", f"accepted: auto, bar, lines; got {cfg.progress!r}")
+    device = str(cfg.device)
+    if device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ConfigError(
+                "device", f"{device!r} asked for, but torch sees no CUDA device here; use cpu"
+            )
+    elif device != "cpu":
+        raise ConfigError("device", f"accepted: cpu, cuda, cuda:N; got {device!r}")
