@@ -684,8 +684,8 @@ def _apply_decay_knobs(
         if not isinstance(intervals, list) or not intervals or not isinstance(intervals[-1], dict):
             continue  # reported by _compile_network
         last = intervals[-1]
-        if decay is not None:
-            last["type"] = decay
+        if decay is not None and net.get("type") is None and last.get("type") is None:
+            last["type"] = decay  # a type set on the network or the interval wins
         if decay_end is not None:
             start = last.get("start")
             if isinstance(start, (int, float)) and decay_end <= start:
