@@ -231,7 +231,9 @@ class OnPolicyWorkspace(Workspace):
                     "actions": buf.actions, "log_probs": buf.log_probs, "values": buf.values,
                     "advantages": advantages, "returns": returns,
                 }  # fmt: skip
-                metrics = agent.update(batch, lambda s=step: self.lr.apply(s))
+                metrics = agent.update(
+                    batch, lambda p, s=before, n=step - before: self.lr.apply(s + int(p * n))
+                )
                 check_finite({k: metrics[k] for k in ("policy_loss", "value_loss")}, step)
                 self.telemetry.scalars(metrics, step, prefix="ppo/")
                 self.telemetry.scalar("ppo/learning_rate", self.lr.current["actor"], step)
