@@ -129,12 +129,14 @@ def test_001_actor_type_switch_runs_as_a_dry_run(tmp_path):
 
 def test_001_yaml_examples():
     per_network = {
-        "encoder": {"type": "step_decay", "intervals": [{"start": 0, "end": 3000000, "lr": 8.0e-5}]},
+        "encoder": {"type": "step_decay", "intervals": [
+            {"start": 0, "end": 3000000, "lr": 8.0e-5}]},
         "actor": {"type": "exponential_decay", "intervals": [
             {"start": 0, "end": 2000000, "init_lr": 1.2e-4, "decay_rate": 0.999,
              "decay_interval": 5000}]},
         "critic": {"type": "step_decay", "intervals": [
-            {"start": 0, "end": 1000000, "lr": 1.5e-4}, {"start": 1000000, "end": 3000000, "lr": 5.0e-5}]},
+            {"start": 0, "end": 1000000, "lr": 1.5e-4},
+            {"start": 1000000, "end": 3000000, "lr": 5.0e-5}]},
     }  # fmt: skip
     sset = L.compile_schedules(per_network, base_lr=BASE, total_steps=6_000_000)
     assert sset["encoder"](2_999_999) == 8.0e-5
@@ -146,7 +148,7 @@ def test_001_yaml_examples():
 
 PLAN = {  # the plan's four configurations, inside one interval, base lr 3e-4
     "linear": ({"type": "linear", "final_lr_fraction": 0.1}, [(0, 1.0), (500, 0.55), (1000, 0.1)]),
-    "cosine": ({"type": "cosine", "eta_min_fraction": 0.05}, [(0, 1.0), (500, 0.525), (1000, 0.05)]),
+    "cosine": ({"type": "cosine", "eta_min_fraction": 0.05}, [(0, 1), (500, 0.525), (1000, 0.05)]),
     "exponential": ({"type": "exponential", "gamma": 0.9995}, [(1, 0.9995), (100, 0.9995**100)]),
     "step": ({"type": "step", "step_size": 50, "gamma": 0.5}, [(49, 1.0), (50, 0.5), (149, 0.25)]),
 }  # fmt: skip
@@ -216,7 +218,9 @@ def test_003_get_lr_scheduler_examples():
 
 def test_003_combined_example_with_its_training_loop():
     schedulers = {
-        (0, 10000): L.get_lr_scheduler(max_lr=1e-4, min_lr=1e-5, warmup_steps=1000, max_steps=10000),
+        (0, 10000): L.get_lr_scheduler(
+            max_lr=1e-4, min_lr=1e-5, warmup_steps=1000, max_steps=10000
+        ),
         (10000, 30000): L.get_lr_scheduler(
             max_lr=1e-5, min_lr=1e-6, warmup_steps=0, max_steps=20000
         ),
