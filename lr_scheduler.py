@@ -6,14 +6,18 @@ The data path is one line: a config (OmegaConf node or plain dict) goes through
 param groups and writes ``schedule(global_step)`` into them. Nothing is counted anywhere, so a
 resumed run cannot jump: the step is the only state.
 
-Relative values use two OmegaConf resolvers registered on import:
+Relative values use OmegaConf resolvers registered on import:
 
 * ``${base_lr:0.5}``  -> 0.5 x the base learning rate (top-level ``lr``)
 * ``${run_frac:0.25}`` -> 25 % of the run, in global steps (``num_train_frames / action_repeat``);
   ``${run_frac:f,s}`` is ``f x s`` of the run (e.g. a fraction of a preset knob)
+* ``${warmup_end:}`` -> the warmup's end in steps (``lr_schedule.warmup_steps`` or
+  ``warmup_frac`` of the run); ``${warmup_end:0.1}`` a tenth of it
 
-Library users without Hydra can use the builders :func:`warmup_decay`, :func:`join` and
-:func:`multi_step`, the ``torch.optim`` adapter :class:`ScheduledLR`, and the plotting helpers.
+Library users without Hydra can use the functional API :func:`get_lr_scheduler`,
+:func:`get_combined_lr_scheduler`, :func:`get_multi_step_lr_scheduler`, the builders
+:func:`warmup_decay`, :func:`join`, :func:`multi_step` and :func:`with_warmup`, the
+``torch.optim`` adapter :class:`ScheduledLR`, and the plots in ``lr_preview``.
 """
 
 from __future__ import annotations
