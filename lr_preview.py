@@ -1,38 +1,49 @@
 """Preview of compiled schedules: a text table per network and PNG plots.
 
-Re-exported by :mod:`lr_scheduler` (``lr_scheduler.plot_schedules`` etc.), kept apart so the
-training path never imports matplotlib. Figures use the Agg canvas directly: no pyplot state,
-no GUI backend, safe in worker processes.
+Kept apart from :mod:`lr_scheduler` (which never imports it) so the training path never imports
+matplotlib. Figures use the Agg canvas directly: no pyplot state, no GUI backend, safe in worker
+processes. Every plot function also takes a plain function step -> lr.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from lr_scheduler import Schedule, ScheduleSet
+from lr_scheduler import DEFAULT_WARMUP_INIT, Schedule, ScheduleSet, warmup_length
 
-SchedulesLike = Mapping[str, Schedule] | Schedule
-
-
-def _as_mapping(schedules: SchedulesLike) -> Mapping[str, Schedule]:
-    return {"lr": schedules} if isinstance(schedules, Schedule) else schedules
+LRFunction = Schedule | Callable[[int], float]  # a Schedule or any plain step -> lr function
+SchedulesLike = Mapping[str, LRFunction] | LRFunction
 
 
-def _horizon(schedules: Mapping[str, Schedule], total_steps: int | None) -> int:
+def _as_mapping(schedules: SchedulesLike) -> Mapping[str, LRFunction]:
+    return schedules if isinstance(schedules, Mapping) else {"lr": schedules}
+
+
+def _boundaries(schedule: LRFunction) -> tuple[int, ...]:
+    return tuple(getattr(schedule, "boundaries", (0,)))
+
+
+def _values(schedule: LRFunction, steps: np.ndarray) -> np.ndarray:
+    if isinstance(schedule, Schedule):
+        return schedule.values(steps)
+    return np.array([float(schedule(int(t))) for t in steps], dtype=np.float64)
+
+
+def _horizon(schedules: Mapping[str, LRFunction], total_steps: int | None) -> int:
     if total_steps:
         return int(total_steps)
-    last = max((b for s in schedules.values() for b in s.boundaries), default=0)
+    last = max((b for s in schedules.values() for b in _boundaries(s)), default=0)
     return max(int(last * 1.1), 1)
 
 
-def _sample_steps(schedule: Schedule, horizon: int, points: int = 2000) -> np.ndarray:
+def _sample_steps(schedule: LRFunction, horizon: int, points: int = 2000) -> np.ndarray:
     """A grid plus both sides of every boundary, so steps and jumps are drawn sharp."""
-    marks = np.array([b for b in schedule.boundaries if b <= horizon], dtype=np.int64)
+    marks = np.array([b for b in _boundaries(schedule) if b <= horizon], dtype=np.int64)
     grid = np.linspace(0, horizon, points).astype(np.int64)
     steps = np.concatenate([grid, marks, np.maximum(marks - 1, 0)])
     return np.unique(np.clip(steps, 0, horizon))
@@ -49,13 +60,25 @@ def format_preview(
     knobs = getattr(schedules, "knobs", {})
     if knobs:
         lines.append("preset knobs: " + ", ".join(f"{k}={v}" for k, v in knobs.items()))
+    warmup = warmup_length(knobs, total)
+    init = knobs.get("warmup_init", DEFAULT_WARMUP_INIT)
+    ramp = warmup and init != 1.0 and not getattr(schedules, "disabled", False)
+    if ramp:
+        lines.append(
+            f"warmup: every network ramps into its own schedule over [0, {warmup}): "
+            f"lr(t) = schedule(t) x ({init:g} + {1 - init:g} x t / {warmup})"
+        )
     for name, schedule in schedules.items():
         scheduled = name in getattr(schedules, "scheduled", schedules.keys())
         horizon = _horizon({name: schedule}, total)
         lines.append("")
         lines.append(f"[{name}]" + ("" if scheduled else "  (not in the schedule: base lr)"))
         lines.append(f"  {'step':>12}  {'lr':>11}  interval")
+        if ramp:
+            lines.append(f"  {0:>12}  {schedule(0):>11.4e}  warmup ramp [0, {warmup})")
         for k, interval in enumerate(schedule.intervals):
+            if ramp and interval.start < warmup:
+                continue  # the ramp's pieces: shown as the one row above
             end = "end" if interval.end is None else interval.end
             note = f"{interval.type} [{interval.start}, {end})"
             if total is not None and interval.start >= total:
@@ -86,8 +109,8 @@ def _draw(
     marked: set[int] = set()
     for name, schedule in schedules.items():
         steps = _sample_steps(schedule, horizon)
-        (line,) = ax.plot(steps, schedule.values(steps), label=name, linewidth=1.6)
-        for boundary in schedule.boundaries[1:]:
+        (line,) = ax.plot(steps, _values(schedule, steps), label=name, linewidth=1.6)
+        for boundary in _boundaries(schedule)[1:]:
             if boundary < horizon and boundary not in marked:
                 ax.axvline(boundary, color="0.6", linestyle=":", linewidth=0.8)
                 marked.add(boundary)
@@ -141,4 +164,24 @@ def plot_comparison(
         total = total_steps if total_steps is not None else getattr(schedules, "total_steps", None)
         _draw(ax, schedules, total, title)
     fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_lr_schedule(
+    lr_scheduler: LRFunction,
+    total_steps: int,
+    title: str | None = None,
+    figsize: tuple[float, float] = (10, 6),
+    point_interval: int | None = None,
+    path: str | Path | None = None,
+) -> Figure:
+    """One schedule (a Schedule or any function step -> lr) over ``[0, total_steps]``, log LR
+    axis, boundaries dotted; a marker every ``point_interval`` steps. The signature of source
+    document 003 plus ``path`` (PNG); the Figure is returned (Jupyter shows it)."""
+    fig = Figure(figsize=figsize)
+    ax = fig.add_subplot(1, 1, 1)
+    _draw(ax, {"lr": lr_scheduler}, int(total_steps), title)
+    if point_interval:
+        marks = np.arange(0, int(total_steps) + 1, int(point_interval))
+        ax.plot(marks, _values(lr_scheduler, marks), "o", markersize=3, color="tab:blue")
     return _save(fig, path)

@@ -6,15 +6,19 @@ The data path is one line: a config (OmegaConf node or plain dict) goes through
 param groups and writes ``schedule(global_step)`` into them. Nothing is counted anywhere, so a
 resumed run cannot jump: the step is the only state.
 
-Relative values use two OmegaConf resolvers registered on import:
+Relative values use OmegaConf resolvers registered on import:
 
 * ``${base_lr:0.5}``  -> 0.5 x the base learning rate (top-level ``lr``)
 * ``${run_frac:0.25}`` -> 25 % of the run, in global steps (``num_train_frames / action_repeat``);
   ``${run_frac:f,s}`` is ``f x s`` of the run (e.g. a fraction of a preset knob)
+* ``${warmup_end:}`` -> the warmup's end in steps (``lr_schedule.warmup_steps`` or
+  ``warmup_frac`` of the run); ``${warmup_end:0.1}`` a tenth of it
 
-Library users without Hydra can use the builders :func:`warmup_decay`, :func:`join` and
-:func:`multi_step` and the ``torch.optim`` adapter :class:`ScheduledLR`; the preview table and
-plots are in :mod:`lr_preview` (which imports this module, never the other way round).
+Library users without Hydra can use the functional API :func:`get_lr_scheduler`,
+:func:`get_combined_lr_scheduler`, :func:`get_multi_step_lr_scheduler`, the builders
+:func:`warmup_decay`, :func:`join`, :func:`multi_step` and :func:`with_warmup`, the
+``torch.optim`` adapter :class:`ScheduledLR`; the preview table and plots are in
+:mod:`lr_preview` (which imports this module, never the other way round).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import bisect
 import copy
 import difflib
 import hashlib
+import importlib
 import json
 import logging
 import math
@@ -42,15 +47,34 @@ log = logging.getLogger(__name__)
 DISABLE_ENV_VAR = "LR_SCHEDULE_DISABLE"
 NETWORKS: tuple[str, ...] = ("encoder", "actor", "critic")
 INTERVAL_TYPES: tuple[str, ...] = ("step_decay", "exponential_decay", "linear", "cosine")
-TYPE_ALIASES = {"exponential": "exponential_decay"}
+# The source documents' type names, translated at compile time into this project's shapes.
+TYPE_ALIASES = {"exponential": "exponential_decay", "step": "exponential_decay"}
 DEFAULT_TYPE = "step_decay"
 INTERVAL_KEYS = (
     "type", "start", "end", "lr", "init_lr", "final_lr", "decay_rate", "decay_interval", "min_lr",
+    "gamma", "step_size", "final_lr_fraction", "eta_min_fraction",
 )  # fmt: skip
+# Two spellings of one value: the source documents' key -> this project's key.
+KEY_SYNONYMS = {"gamma": "decay_rate", "step_size": "decay_interval"}
+# Keys that give final_lr as a fraction of the interval's init_lr.
+FINAL_FRACTION_KEYS = ("final_lr_fraction", "eta_min_fraction")
 NETWORK_KEYS = ("type", "intervals")
+# Parameters of the builder functions a network may name with `_target_` (flat, as Hydra).
+TARGET_KEYS = (
+    "_target_", "max_lr", "min_lr", "warmup_steps", "max_steps", "decay_type", "final_div_factor",
+    "total_tokens", "tokens_per_step", "step_milestones", "step_factors", "verbose",
+)  # fmt: skip
+# Scalar keys next to the networks. `vars` holds a custom preset's own values (interpolation).
+PRESET_KNOBS = (
+    "warmup_frac", "warmup_steps", "warmup_init", "decay", "decay_steps", "decay_frac",
+    "stage_fracs", "vars",
+)  # fmt: skip
 # Documented defaults for keys a shape needs but an interval lacks (e.g. after a `type` switch).
 DEFAULT_LAST_FINAL_FACTOR = 0.1  # last interval's final_lr = init_lr x this
 DEFAULT_DECAY_STEPS = 100  # exponential_decay: decay_interval = interval length / this
+DEFAULT_WARMUP_INIT = 0.01  # a warmup starts at this fraction of the schedule's LR
+WARMUP_CHORDS = 16  # a smooth shape under a warmup is followed at this many points
+WARMUP_MAX_STAIRS = 256  # more stairs than this under a warmup: followed like a smooth shape
 
 
 class ScheduleError(ValueError):
@@ -84,7 +108,16 @@ def _resolve_run_frac(frac: Any, scale: Any = 1.0, *, _root_: Any) -> int:
     return int(round(float(frac) * float(scale) * _run_steps(_root_)))
 
 
-for _name, _fn in (("base_lr", _resolve_base_lr), ("run_frac", _resolve_run_frac)):
+def _resolve_warmup_end(scale: Any = 1.0, *, _root_: Any) -> int:
+    knobs = _root_.get("lr_schedule") or {}
+    steps = warmup_length(knobs, _run_steps(_root_) if "num_train_frames" in _root_ else None)
+    return int(round(float(scale) * steps))
+
+
+for _name, _fn in (
+    ("base_lr", _resolve_base_lr), ("run_frac", _resolve_run_frac),
+    ("warmup_end", _resolve_warmup_end),
+):  # fmt: skip
     if not OmegaConf.has_resolver(_name):
         OmegaConf.register_new_resolver(_name, _fn)
 
@@ -344,18 +377,75 @@ def _interval_type(value: Any, path: str) -> str:
         raise ScheduleError(path, f"expected an interval type name, got {value!r}")
     kind = TYPE_ALIASES.get(value, value)
     if kind not in INTERVAL_TYPES:
-        raise ScheduleError(
-            path, f"unknown interval type '{value}'{_accepted(value, INTERVAL_TYPES)}"
-        )
+        choices = INTERVAL_TYPES + tuple(TYPE_ALIASES)
+        raise ScheduleError(path, f"unknown interval type '{value}'{_accepted(value, choices)}")
     return kind
+
+
+def _given(mapping: Mapping[str, Any]) -> dict[str, Any]:
+    """The keys that hold a value: ``null`` (what the config schema fills in) means not given."""
+    return {k: v for k, v in mapping.items() if v is not None}
+
+
+def _interval_keys(item: Mapping[str, Any], ipath: str) -> tuple[dict[str, Any], dict[str, str]]:
+    """The interval in this project's keys, plus the key each value was spelled with (so an
+    error names what the user wrote). Two spellings of one value are an error."""
+    for key in item:
+        if key not in INTERVAL_KEYS:
+            raise ScheduleError(
+                f"{ipath}.{key}", f"unknown key{_accepted(str(key), INTERVAL_KEYS)}"
+            )
+    out, spelled = _given(item), {}
+    for theirs, ours in KEY_SYNONYMS.items():
+        if theirs in out:
+            if ours in out:
+                raise ScheduleError(
+                    f"{ipath}.{theirs}",
+                    f"{theirs} and {ours} both given (two names of one value); give one, "
+                    "or set the other to null",
+                )
+            out[ours], spelled[ours] = out.pop(theirs), theirs
+    fractions = [k for k in ("final_lr", *FINAL_FRACTION_KEYS) if k in out]
+    if len(fractions) > 1:
+        raise ScheduleError(
+            f"{ipath}.{fractions[1]}",
+            f"{' and '.join(fractions)} both given (each sets final_lr); give one, "
+            "or set the other to null",
+        )
+    return out, spelled
+
+
+def _interval_ends(raw: Sequence[Any], path: str) -> list[int | None]:
+    """Each interval's ``end``: as given, else the next interval's ``start`` (None: the last)."""
+    ends: list[int | None] = []
+    for i, item in enumerate(raw):
+        ipath = f"{path}.intervals[{i}]"
+        if not isinstance(item, Mapping):
+            raise ScheduleError(
+                ipath, f"expected a mapping like {{start: 0, lr: 1.0e-4}}, got {item!r}"
+            )
+        if item.get("end") is not None:
+            ends.append(_step(item["end"], f"{ipath}.end"))
+        elif i + 1 < len(raw) and isinstance(raw[i + 1], Mapping):
+            nxt = f"{path}.intervals[{i + 1}].start"
+            if raw[i + 1].get("start") is None:
+                raise ScheduleError(nxt, "missing required key")
+            ends.append(_step(raw[i + 1]["start"], nxt))
+        else:
+            ends.append(None)
+    return ends
 
 
 def _compile_network(spec: Any, path: str, total_steps: int | None) -> Schedule:
     if not isinstance(spec, Mapping):
         raise ScheduleError(path, f"expected a mapping with 'intervals', got {spec!r}")
+    spec = _given(spec)
+    if "_target_" in spec:
+        return _build_target(spec, path)
     for key in spec:
         if key not in NETWORK_KEYS:
-            raise ScheduleError(f"{path}.{key}", f"unknown key{_accepted(str(key), NETWORK_KEYS)}")
+            accepted = NETWORK_KEYS + ("_target_",)
+            raise ScheduleError(f"{path}.{key}", f"unknown key{_accepted(str(key), accepted)}")
     default_type = _interval_type(spec.get("type", DEFAULT_TYPE), f"{path}.type")
     raw = spec.get("intervals")
     if raw is None:
@@ -364,34 +454,24 @@ def _compile_network(spec: Any, path: str, total_steps: int | None) -> Schedule:
         raise ScheduleError(f"{path}.intervals", f"expected a non-empty list, got {raw!r}")
 
     # Pass 1: keys, types and boundaries of every interval.
+    ends = _interval_ends(raw, path)
     rows = []
     prev_end: int | None = 0
-    for i, item in enumerate(raw):
+    for i, raw_item in enumerate(raw):
         ipath = f"{path}.intervals[{i}]"
-        if not isinstance(item, Mapping):
-            raise ScheduleError(
-                ipath, f"expected a mapping like {{start: 0, lr: 1.0e-4}}, got {item!r}"
-            )
-        for key in item:
-            if key not in INTERVAL_KEYS:
-                raise ScheduleError(
-                    f"{ipath}.{key}", f"unknown key{_accepted(str(key), INTERVAL_KEYS)}"
-                )
+        item, spelled = _interval_keys(raw_item, ipath)
         kind = _interval_type(item["type"], f"{ipath}.type") if "type" in item else default_type
         if "start" not in item:
             raise ScheduleError(f"{ipath}.start", "missing required key")
         start = _step(item["start"], f"{ipath}.start")
-        last = i == len(raw) - 1
-        if item.get("end") is None:
-            if not last:
-                raise ScheduleError(
-                    f"{ipath}.end", "missing required key (only the last interval may leave it out)"
-                )
-            end = None
-        else:
-            end = _step(item["end"], f"{ipath}.end")
-            if start >= end:
+        end = ends[i]
+        if end is not None and start >= end:
+            if "end" in item:
                 raise ScheduleError(f"{ipath}.start", f"start ({start}) must be < end ({end})")
+            raise ScheduleError(
+                f"{path}.intervals[{i + 1}].start",
+                f"intervals are not sorted: starts at {end}, not after interval {i} ({start})",
+            )
         if i == 0 and start != 0:
             raise ScheduleError(
                 f"{ipath}.start", f"the first interval must start at 0, got {start}"
@@ -410,7 +490,8 @@ def _compile_network(spec: Any, path: str, total_steps: int | None) -> Schedule:
             raise ScheduleError(f"{ipath}.start", f"{problem}; must start at {prev_end}")
         if "lr" in item and "init_lr" in item and item["lr"] != item["init_lr"]:
             raise ScheduleError(
-                f"{ipath}.init_lr", "'lr' and 'init_lr' name the same value; give one"
+                f"{ipath}.init_lr",
+                "'lr' and 'init_lr' name the same value; give one (or set the other to null)",
             )
         lr_key = "init_lr" if "init_lr" in item else "lr"
         if lr_key not in item:
@@ -419,16 +500,14 @@ def _compile_network(spec: Any, path: str, total_steps: int | None) -> Schedule:
                 "missing required key (the interval's learning rate; 'init_lr' also accepted)",
             )
         init_lr = _lr(item[lr_key], f"{ipath}.{lr_key}")
-        rows.append((ipath, kind, start, end, init_lr, item))
+        rows.append((ipath, kind, start, end, init_lr, item, spelled))
         prev_end = end
 
     # Pass 2: shapes, with documented defaults for keys the shape needs but the interval lacks.
     intervals = []
-    for i, (ipath, kind, start, end, init_lr, item) in enumerate(rows):
-        final_lr = (
-            _lr(item["final_lr"], f"{ipath}.final_lr") if item.get("final_lr") is not None else None
-        )
-        min_lr = _lr(item["min_lr"], f"{ipath}.min_lr") if item.get("min_lr") is not None else None
+    for i, (ipath, kind, start, end, init_lr, item, spelled) in enumerate(rows):
+        final_lr = _final_lr(item, init_lr, ipath)
+        min_lr = _lr(item["min_lr"], f"{ipath}.min_lr") if "min_lr" in item else None
         if final_lr is None:
             final_lr = rows[i + 1][4] if i + 1 < len(rows) else init_lr * DEFAULT_LAST_FINAL_FACTOR
         span_end = end
@@ -442,42 +521,251 @@ def _compile_network(spec: Any, path: str, total_steps: int | None) -> Schedule:
                 )
             fields = {"final_lr": final_lr, "ramp_end": span_end}
         elif kind == "exponential_decay":
-            if item.get("decay_interval") is not None:
-                decay_interval = _step(
-                    item["decay_interval"], f"{ipath}.decay_interval", "a whole number of steps > 0"
-                )
-                if decay_interval <= 0:
-                    raise ScheduleError(
-                        f"{ipath}.decay_interval",
-                        f"must be > 0 steps, got {item['decay_interval']!r}",
-                    )
-            elif span_end is None:
-                raise ScheduleError(
-                    f"{ipath}.decay_interval",
-                    "missing: required for an open-ended interval when the run length is unknown",
-                )
-            else:
-                decay_interval = max(1, (span_end - start) // DEFAULT_DECAY_STEPS)
-            if item.get("decay_rate") is not None:
-                decay_rate = _number(
-                    item["decay_rate"], f"{ipath}.decay_rate", "a number > 0 such as 0.999"
-                )
-                if not math.isfinite(decay_rate) or decay_rate <= 0:
-                    raise ScheduleError(
-                        f"{ipath}.decay_rate",
-                        f"must be a finite number > 0, got {item['decay_rate']!r}",
-                    )
-            elif span_end is None:
-                raise ScheduleError(
-                    f"{ipath}.decay_rate",
-                    "missing: required for an open-ended interval when the run length is unknown",
-                )
-            else:
-                # Reach the target (final_lr) at the end of the interval.
-                decay_rate = (final_lr / init_lr) ** (decay_interval / (span_end - start))
-            fields = {"decay_rate": decay_rate, "decay_interval": decay_interval, "min_lr": min_lr}
+            fields = _exponential_fields(item, spelled, ipath, start, span_end, init_lr, final_lr)
+            fields["min_lr"] = min_lr
         intervals.append(Interval(kind, start, end, init_lr, **fields))
     return Schedule(intervals)
+
+
+def _final_lr(item: Mapping[str, Any], init_lr: float, ipath: str) -> float | None:
+    if "final_lr" in item:
+        return _lr(item["final_lr"], f"{ipath}.final_lr")
+    for key in FINAL_FRACTION_KEYS:
+        if key in item:
+            fraction = _number(item[key], f"{ipath}.{key}", "a fraction of init_lr such as 0.1")
+            if not math.isfinite(fraction) or fraction <= 0:
+                raise ScheduleError(
+                    f"{ipath}.{key}",
+                    f"must be a finite number > 0 (the LR never reaches 0), got {item[key]!r}",
+                )
+            return init_lr * fraction
+    return None
+
+
+def _exponential_fields(item, spelled, ipath, start, span_end, init_lr, final_lr) -> dict:
+    """decay_rate and decay_interval of an exponential_decay interval, given or defaulted.
+
+    ``gamma`` without ``step_size``/``decay_interval`` is a factor per step (as the source
+    document's ``exponential``); otherwise the defaults documented in LR_SCHEDULING.md."""
+    rate_key = spelled.get("decay_rate", "decay_rate")
+    every_key = spelled.get("decay_interval", "decay_interval")
+    if "decay_interval" in item:
+        decay_interval = _step(
+            item["decay_interval"], f"{ipath}.{every_key}", "a whole number of steps > 0"
+        )
+        if decay_interval <= 0:
+            raise ScheduleError(
+                f"{ipath}.{every_key}", f"must be > 0 steps, got {item['decay_interval']!r}"
+            )
+    elif rate_key == "gamma":
+        decay_interval = 1
+    elif span_end is None:
+        raise ScheduleError(
+            f"{ipath}.decay_interval",
+            "missing: required for an open-ended interval when the run length is unknown",
+        )
+    else:
+        decay_interval = max(1, (span_end - start) // DEFAULT_DECAY_STEPS)
+    if "decay_rate" in item:
+        decay_rate = _number(
+            item["decay_rate"], f"{ipath}.{rate_key}", "a number > 0 such as 0.999"
+        )
+        if not math.isfinite(decay_rate) or decay_rate <= 0:
+            raise ScheduleError(
+                f"{ipath}.{rate_key}", f"must be a finite number > 0, got {item['decay_rate']!r}"
+            )
+    elif span_end is None:
+        raise ScheduleError(
+            f"{ipath}.decay_rate",
+            "missing: required for an open-ended interval when the run length is unknown",
+        )
+    else:
+        # Reach the target (final_lr) at the end of the interval.
+        decay_rate = (final_lr / init_lr) ** (decay_interval / (span_end - start))
+    return {"decay_rate": decay_rate, "decay_interval": decay_interval}
+
+
+def _build_target(spec: Mapping[str, Any], path: str) -> Schedule:
+    """A network given as ``{_target_: lr_scheduler.get_lr_scheduler, max_lr: ..., ...}``."""
+    target = spec["_target_"]
+    for key in spec:
+        if key in NETWORK_KEYS:
+            raise ScheduleError(f"{path}.{key}", "give either _target_ or intervals, not both")
+    if not isinstance(target, str) or "." not in target:
+        raise ScheduleError(f"{path}._target_", f"expected 'module.function', got {target!r}")
+    module_name, _, attr = target.rpartition(".")
+    try:
+        fn = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise ScheduleError(
+            f"{path}._target_",
+            f"cannot import {target!r} ({_first_line(exc)}); accepted: any importable function "
+            "returning a Schedule, e.g. lr_scheduler.get_lr_scheduler",
+        ) from None
+    kwargs = {k: v for k, v in spec.items() if k != "_target_"}
+    try:
+        schedule = fn(**kwargs)
+    except ScheduleError as err:
+        raise ScheduleError(f"{path}.{err.path}" if err.path else path, err.problem) from None
+    except TypeError as exc:
+        raise ScheduleError(path, f"{target}: {_first_line(exc)}") from None
+    if not isinstance(schedule, Schedule):
+        raise ScheduleError(
+            f"{path}._target_",
+            f"{target} returned {type(schedule).__name__}, not a Schedule (a plain function "
+            "cannot be bound to an optimizer or checkpointed; build it from lr_scheduler's "
+            "functions)",
+        )
+    return schedule
+
+
+# --------------------------------------------------------------------------- preset knobs
+
+
+def _fraction(value: Any, path: str, low_open: bool = True) -> float:
+    frac = _number(value, path, "a fraction of the run such as 0.05")
+    if not math.isfinite(frac) or not (0 < frac <= 1 if low_open else 0 <= frac <= 1):
+        raise ScheduleError(path, f"expected a fraction in (0, 1], got {value!r}")
+    return frac
+
+
+def _one_of(knobs: Mapping[str, Any], steps_key: str, frac_key: str, path: str) -> tuple:
+    if knobs.get(steps_key) is not None and knobs.get(frac_key) is not None:
+        raise ScheduleError(
+            f"{path}.{steps_key}",
+            f"{frac_key} and {steps_key} both given; give one (or set the other to null)",
+        )
+    return knobs.get(steps_key), knobs.get(frac_key)
+
+
+def _knob_steps(
+    knobs: Mapping[str, Any], steps_key: str, frac_key: str, total_steps: int | None, path: str
+) -> int | None:
+    """A length given in steps (``steps_key``) or as a fraction of the run (``frac_key``)."""
+    steps, frac = _one_of(knobs, steps_key, frac_key, path)
+    if steps is not None:
+        return _step(steps, f"{path}.{steps_key}")
+    if frac is None:
+        return None
+    frac = _fraction(frac, f"{path}.{frac_key}")
+    if total_steps is None:
+        raise ScheduleError(f"{path}.{frac_key}", "needs the run length (num_train_frames)")
+    return int(round(frac * total_steps))
+
+
+def warmup_length(
+    knobs: Mapping[str, Any], total_steps: int | None, path: str = "lr_schedule"
+) -> int:
+    """Warmup length in steps from ``warmup_steps`` or ``warmup_frac`` (0: no warmup)."""
+    return _knob_steps(knobs, "warmup_steps", "warmup_frac", total_steps, path) or 0
+
+
+def _apply_decay_knobs(
+    spec: dict[str, Any], knobs: Mapping[str, Any], total_steps: int | None, path: str
+) -> None:
+    """``decay`` sets the type and ``decay_steps``/``decay_frac`` the end of every network's
+    last interval (its decay phase); the LR holds the last value after."""
+    decay = knobs.get("decay")
+    if decay is not None:
+        _interval_type(decay, f"{path}.decay")
+    decay_end = _knob_steps(knobs, "decay_steps", "decay_frac", total_steps, path)
+    if decay is None and decay_end is None:
+        return
+    for name, net in spec.items():
+        if not isinstance(net, Mapping):
+            continue
+        which = "decay" if decay is not None else _one_of_name(knobs, "decay_steps", "decay_frac")
+        if net.get("_target_") is not None:
+            raise ScheduleError(
+                f"{path}.{which}",
+                f"{name} is built by _target_; give the decay to its function instead",
+            )
+        intervals = net.get("intervals")
+        if not isinstance(intervals, list) or not intervals or not isinstance(intervals[-1], dict):
+            continue  # reported by _compile_network
+        last = intervals[-1]
+        if decay is not None and net.get("type") is None and last.get("type") is None:
+            last["type"] = decay  # a type set on the network or the interval wins
+        if decay_end is not None:
+            start = last.get("start")
+            if isinstance(start, (int, float)) and decay_end <= start:
+                key = _one_of_name(knobs, "decay_steps", "decay_frac")
+                raise ScheduleError(
+                    f"{path}.{key}",
+                    f"the decay would end at step {decay_end}, at or before {name}'s last "
+                    f"interval starts ({start}); it must end after that",
+                )
+            last["end"] = decay_end
+
+
+def _one_of_name(knobs: Mapping[str, Any], a: str, b: str) -> str:
+    return a if knobs.get(a) is not None else b
+
+
+def _ramp(t: float, length: int, init: float) -> float:
+    return init + (1.0 - init) * t / length
+
+
+def with_warmup(schedule: Schedule, steps: int, init: float = DEFAULT_WARMUP_INIT) -> Schedule:
+    """``schedule`` with a multiplicative linear warmup over ``[0, steps)``:
+    ``lr(t) = schedule(t) * (init + (1 - init) * t / steps)``, and ``schedule(t)`` from
+    ``steps`` on. Each network ramps into its own schedule.
+
+    Exact where the schedule is constant (step_decay, exponential stairs); a linear or cosine
+    piece under the ramp is followed at ``WARMUP_CHORDS`` points. An interval the warmup end
+    cuts keeps its shape after the cut (a cosine restarts from its value there and still
+    reaches its final_lr at its end)."""
+    if steps <= 0 or init == 1.0:
+        return schedule
+    pieces: list[Interval] = []
+    for iv in schedule.intervals:
+        if iv.start >= steps:
+            pieces.append(iv)
+            continue
+        stop = steps if iv.end is None else min(iv.end, steps)
+        knots, flat = _warmup_knots(iv, stop)
+        for a, b in zip(knots, knots[1:], strict=False):
+            v0 = iv.value(a) * _ramp(a, steps, init)
+            v1 = (iv.value(a) if flat else iv.value(b)) * _ramp(b, steps, init)
+            pieces.append(Interval("linear", a, b, v0, final_lr=v1, ramp_end=b))
+        if iv.end is None or iv.end > steps:
+            pieces.extend(_cut(iv, steps))
+    if schedule.end is not None and schedule.end < steps:  # the held value ramps too
+        hold = schedule(schedule.end)
+        v0 = hold * _ramp(schedule.end, steps, init)
+        pieces.append(Interval("linear", schedule.end, steps, v0, final_lr=hold, ramp_end=steps))
+    return Schedule(pieces)
+
+
+def _warmup_knots(iv: Interval, stop: int) -> tuple[list[int], bool]:
+    """Steps of ``[iv.start, stop]`` between which ``iv`` is constant (flat) or smooth."""
+    flat = iv.type == "step_decay" or (
+        iv.type in ("linear", "cosine") and iv.init_lr == iv.final_lr
+    )
+    if flat:
+        return [iv.start, stop], True
+    if iv.type == "exponential_decay":
+        stairs = list(range(iv.start, stop, iv.decay_interval))
+        if len(stairs) <= WARMUP_MAX_STAIRS:
+            return stairs + [stop], True
+    grid = np.linspace(iv.start, stop, WARMUP_CHORDS + 1).round().astype(int)
+    return sorted(set(grid.tolist())), False
+
+
+def _cut(iv: Interval, at: int) -> list[Interval]:
+    """The part of ``iv`` from ``at`` on, as intervals starting at ``at``."""
+    if iv.type == "step_decay":
+        return [replace(iv, start=at)]
+    if iv.type in ("linear", "cosine"):
+        return [replace(iv, start=at, init_lr=iv.value(at))]
+    stair = iv.start + -(-(at - iv.start) // iv.decay_interval) * iv.decay_interval
+    if stair == at:
+        return [replace(iv, start=at, init_lr=iv.value(at))]
+    head_end = stair if iv.end is None else min(stair, iv.end)
+    head = [Interval("step_decay", at, head_end, iv.value(at))]
+    if iv.end is not None and stair >= iv.end:
+        return head
+    return head + [replace(iv, start=stair, init_lr=iv.value(stair))]
 
 
 def compile_schedules(
@@ -492,8 +780,9 @@ def compile_schedules(
     """Validate a schedule config and compile it into one :class:`Schedule` per network.
 
     Args:
-        spec: the ``lr_schedule`` mapping (network -> ``{type, intervals}``; scalar entries are
-            preset knobs used by interpolation), or ``None`` for a constant LR everywhere.
+        spec: the ``lr_schedule`` mapping (network -> ``{type, intervals}`` or
+            ``{_target_, ...}``, plus the preset knobs of ``PRESET_KNOBS``), or ``None`` for a
+            constant LR everywhere. ``null`` values count as not given.
         base_lr: the base LR (``lr``), or one per network; networks the spec does not name
             keep it, and ``${base_lr:x}`` multiplies it.
         total_steps: run length in global steps; resolves ``${run_frac:x}`` and open ends.
@@ -523,18 +812,44 @@ def compile_schedules(
     if not isinstance(resolved, Mapping):
         raise ScheduleError(path, f"expected a mapping of network schedules, got {resolved!r}")
 
-    schedules: dict[str, Schedule] = {}
+    nets: dict[str, Any] = {}
     knobs: dict[str, Any] = {}
     for key, value in resolved.items():
         if key in networks:
-            if value is not None:
-                schedules[key] = _compile_network(value, f"{path}.{key}", total_steps)
-        elif isinstance(value, Mapping):
-            raise ScheduleError(
-                f"{path}.{key}", f"unknown network '{key}'{_accepted(str(key), networks)}"
-            )
-        else:
+            nets[key] = value
+        elif key not in PRESET_KNOBS:
+            if isinstance(value, Mapping):
+                raise ScheduleError(
+                    f"{path}.{key}", f"unknown network '{key}'{_accepted(str(key), networks)}"
+                )
+            accepted = _accepted(str(key), tuple(networks) + PRESET_KNOBS)
+            raise ScheduleError(f"{path}.{key}", f"unknown key '{key}'{accepted}")
+        elif value is not None and value != {}:
             knobs[key] = value
+    if "vars" in knobs and not isinstance(knobs["vars"], Mapping):
+        raise ScheduleError(
+            f"{path}.vars", f"expected a mapping of your own values, got {knobs['vars']!r}"
+        )
+    _apply_decay_knobs(nets, knobs, total_steps, path)
+    warmup = warmup_length(knobs, total_steps, path)
+    if "warmup_init" in knobs and not warmup:
+        raise ScheduleError(
+            f"{path}.warmup_init", "given without a warmup: set warmup_frac or warmup_steps too"
+        )
+    warmup_init = DEFAULT_WARMUP_INIT
+    if "warmup_init" in knobs:
+        warmup_init = _fraction(knobs["warmup_init"], f"{path}.warmup_init")
+
+    schedules: dict[str, Schedule] = {}
+    for key, value in nets.items():
+        if value is not None:
+            schedules[key] = _compile_network(value, f"{path}.{key}", total_steps)
+    if warmup and warmup_init != 1.0:
+        # Every network follows the warmup, including those that keep the base lr.
+        schedules = {
+            n: with_warmup(schedules.get(n) or Schedule.constant(base[n]), warmup, warmup_init)
+            for n in networks
+        }
     scheduled = tuple(schedules)
     disabled = _is_disabled()
     if disabled:
@@ -976,31 +1291,77 @@ def warmup_decay(
     return _compile_network({"intervals": intervals}, "warmup_decay", max_steps)
 
 
-def join(
-    segments: Mapping[tuple[int, int | None], Schedule]
-    | Sequence[tuple[int, int | None, Schedule]],
-) -> Schedule:
-    """Join schedules over step ranges ``[start, end)``; each segment's schedule is evaluated
-    at ``step - start`` (its own clock restarts), and is cut at ``end``. The last segment may
-    have ``end=None``. Ranges must cover ``[0, ...)`` without gaps or overlaps."""
-    items = (
-        [(a, b, s) for (a, b), s in segments.items()] if isinstance(segments, Mapping)
-        else [tuple(seg) for seg in segments]
-    )  # fmt: skip
-    items.sort(key=lambda seg: seg[0])
-    joined: list[Interval] = []
-    expected = 0
-    for k, (start, end, schedule) in enumerate(items):
-        path = f"segments[{k}]"
-        if not isinstance(schedule, Schedule):
-            raise ScheduleError(path, f"expected a Schedule, got {type(schedule).__name__}")
+def _ranges(
+    segments: Mapping[tuple[int, int | None], Any] | Sequence[tuple[int, int | None, Any]],
+    name: str,
+) -> list[tuple[int, int | None, Any]]:
+    """``(start, end, schedule)`` sorted by start, checked like intervals: from 0, contiguous,
+    ``start < end``, only the last open-ended; each schedule a Schedule or a step -> lr callable."""
+    if isinstance(segments, Mapping):
+        items = [(key, key[0], key[1], s) for key, s in segments.items()]
+    else:
+        items = [((seg[0], seg[1]), *seg) for seg in segments]
+    if not items:
+        raise ScheduleError(name, "needs at least one (start, end) range")
+    items.sort(key=lambda seg: seg[1] if isinstance(seg[1], (int, float)) else -1)
+    out: list[tuple[int, int | None, Any]] = []
+    expected: int | None = 0
+    for key, start, end, schedule in items:
+        path = f"{name}[{key!r}]"
+        start = _step(start, path, "a (start, end) range of whole steps")
+        end = None if end is None else _step(end, path, "a (start, end) range of whole steps")
+        if not callable(schedule):
+            raise ScheduleError(
+                path, f"expected a Schedule or a function step -> lr, got {type(schedule).__name__}"
+            )
+        if expected is None:
+            raise ScheduleError(path, "only the last range may leave its end open (None)")
         if start != expected:
-            kind = "overlaps the previous segment" if start < expected else "leaves a gap"
+            kind = "overlaps the previous range" if start < expected else "leaves a gap"
             raise ScheduleError(path, f"starts at {start}: {kind}; must start at {expected}")
-        if end is None and k != len(items) - 1:
-            raise ScheduleError(path, "only the last segment may leave its end open")
         if end is not None and end <= start:
             raise ScheduleError(path, f"start ({start}) must be < end ({end})")
+        out.append((start, end, schedule))
+        expected = end
+    return out
+
+
+class JoinedFunction:
+    """Plain step -> lr functions joined over ranges (what :func:`join` returns when a part is
+    not a :class:`Schedule`): each part sees ``step - start``; past the last range the LR holds
+    the last part's value at its end. It can be plotted and called, but not bound to an
+    optimizer by :class:`LRController` or checkpointed: the engine cannot see inside it."""
+
+    def __init__(self, ranges: Sequence[tuple[int, int | None, Any]]):
+        self.ranges = tuple(ranges)
+        self._starts = [start for start, _, _ in self.ranges]
+
+    def __call__(self, step: int) -> float:
+        if step < 0:
+            raise ValueError(f"global step must be >= 0, got {step}")
+        start, end, fn = self.ranges[bisect.bisect_right(self._starts, step) - 1]
+        return float(fn((step if end is None else min(step, end)) - start))
+
+    @property
+    def boundaries(self) -> tuple[int, ...]:
+        last = self.ranges[-1][1]
+        return tuple(self._starts) + (() if last is None else (last,))
+
+
+def join(
+    segments: Mapping[tuple[int, int | None], Any] | Sequence[tuple[int, int | None, Any]],
+) -> Schedule | JoinedFunction:
+    """Join schedules over step ranges ``[start, end)``; each segment's schedule is evaluated
+    at ``step - start`` (its own clock restarts), and is cut at ``end``. The last segment may
+    have ``end=None``. Ranges must cover ``[0, ...)`` without gaps or overlaps.
+
+    Segments are :class:`Schedule` objects (the result is a Schedule) or any plain function
+    step -> lr (the result is then a :class:`JoinedFunction`, callable and plottable only)."""
+    items = _ranges(segments, "segments")
+    if not all(isinstance(schedule, Schedule) for _, _, schedule in items):
+        return JoinedFunction(items)
+    joined: list[Interval] = []
+    for start, end, schedule in items:
         length = math.inf if end is None else end - start
         for iv in schedule.intervals:
             if iv.start >= length:
@@ -1018,8 +1379,116 @@ def join(
         if schedule.end is not None and schedule.end < length:
             hold_end = None if end is None else end
             joined.append(Interval("step_decay", start + schedule.end, hold_end, schedule._hold))
-        expected = end if end is not None else math.inf
     return Schedule(joined)
+
+
+# The functional API of source document 003, returning this project's Schedule.
+
+
+def get_lr_scheduler(
+    max_lr: float,
+    min_lr: float | None,
+    warmup_steps: int,
+    max_steps: int,
+    decay_type: str = "cosine",
+    final_div_factor: float | None = None,
+    verbose: bool = False,
+) -> Schedule:
+    """Linear warmup from ``min_lr`` to ``max_lr`` over ``warmup_steps``, then ``decay_type``
+    (``cosine``, ``linear`` or ``exponential``) down to ``min_lr`` at ``max_steps``; the LR
+    holds ``min_lr`` after. ``final_div_factor`` overrides ``min_lr`` with
+    ``max_lr / final_div_factor``. ``verbose`` prints a one-line summary."""
+    if decay_type not in ("cosine", "linear", "exponential"):
+        raise ScheduleError(
+            "decay_type", f"unknown decay '{decay_type}'; accepted: cosine, linear, exponential"
+        )
+    schedule = warmup_decay(
+        max_lr=max_lr, max_steps=max_steps, warmup_steps=warmup_steps, min_lr=min_lr,
+        decay=decay_type, final_div_factor=final_div_factor,
+    )  # fmt: skip
+    if verbose:
+        print(
+            f"get_lr_scheduler: {schedule(0):.3e} -> {max_lr:.3e} over {warmup_steps} warmup "
+            f"steps, {decay_type} to {schedule(schedule.end):.3e} at step {max_steps}, held after"
+        )
+    return schedule
+
+
+def get_combined_lr_scheduler(
+    schedulers: Mapping[tuple[int, int | None], Any],
+) -> Schedule | JoinedFunction:
+    """``{(start, end): scheduler}`` joined into one: each scheduler sees the step relative to
+    its range's start. Ranges are checked like intervals. Same as :func:`join`."""
+    return join(schedulers)
+
+
+def get_multi_step_lr_scheduler(
+    max_lr: float,
+    warmup_steps: int,
+    total_tokens: int,
+    tokens_per_step: int,
+    step_milestones: Sequence[float],
+    step_factors: Sequence[float],
+    min_lr: float | None = None,
+    verbose: bool = False,
+) -> Schedule:
+    """Linear warmup to ``max_lr`` over ``warmup_steps``, then ``max_lr x step_factors[i]``
+    from milestone ``i`` on (factors relative to ``max_lr``, not compounding). Milestones are
+    fractions of ``total_tokens``, at step ``round(m x total_tokens / tokens_per_step)``.
+    ``min_lr`` floors every value; the warmup starts from it (without it: from the lowest
+    value the schedule reaches)."""
+    max_lr = _lr(max_lr, "max_lr")
+    warmup_steps = _step(warmup_steps, "warmup_steps")
+    total_tokens = _step(total_tokens, "total_tokens", "a whole number of tokens > 0")
+    tokens_per_step = _step(tokens_per_step, "tokens_per_step", "a whole number of tokens > 0")
+    if tokens_per_step <= 0:
+        raise ScheduleError("tokens_per_step", f"must be > 0, got {tokens_per_step}")
+    fracs = [
+        _number(m, f"step_milestones[{i}]", "a fraction") for i, m in enumerate(step_milestones)
+    ]
+    if any(not 0 < f < 1 for f in fracs) or fracs != sorted(set(fracs)):
+        raise ScheduleError(
+            "step_milestones", f"expected increasing fractions in (0, 1), got {fracs}"
+        )
+    if len(step_factors) != len(fracs):
+        raise ScheduleError(
+            "step_factors", f"one factor per milestone: {len(step_factors)} for {len(fracs)}"
+        )
+    floor = None if min_lr is None else _lr(min_lr, "min_lr")
+    lrs = [max_lr] + [
+        _lr(max_lr * _number(f, f"step_factors[{i}]", "a factor > 0"), f"step_factors[{i}]")
+        for i, f in enumerate(step_factors)
+    ]
+    if floor is not None:
+        lrs = [max(lr, floor) for lr in lrs]
+    total_steps = total_tokens // tokens_per_step
+    starts = [0] + [int(round(f * total_tokens / tokens_per_step)) for f in fracs]
+    for i, start in enumerate(starts[1:]):
+        if start <= warmup_steps:
+            raise ScheduleError(
+                f"step_milestones[{i}]",
+                f"falls at step {start}, inside the warmup (ends at {warmup_steps})",
+            )
+    if len(set(starts)) != len(starts):
+        raise ScheduleError("step_milestones", "two milestones fall on the same step")
+    intervals: list[dict[str, Any]] = []
+    if warmup_steps:
+        start_lr = floor if floor is not None else min(lrs)
+        intervals.append({"type": "linear", "start": 0, "lr": start_lr, "final_lr": max_lr})
+    for i, (start, lr) in enumerate(zip(starts, lrs, strict=True)):
+        intervals.append({"start": warmup_steps if i == 0 else start, "lr": lr})
+    schedule = _compile_network(
+        {"intervals": intervals}, "get_multi_step_lr_scheduler", total_steps
+    )
+    if verbose:
+        drops = ", ".join(
+            f"{lr:.3e} at step {s}" for s, lr in zip(starts[1:], lrs[1:], strict=True)
+        )
+        print(
+            f"get_multi_step_lr_scheduler: warmup {warmup_steps} steps to {max_lr:.3e}, "
+            f"then {drops} ({total_steps} steps in all)"
+        )
+    return schedule
 
 
 def multi_step(

@@ -3,9 +3,11 @@ entropy bonus, gradient clipping, advantage normalisation; discrete and continuo
 
 One Adam optimizer whose param groups are named ``encoder``, ``actor`` and ``critic`` (see
 ``agents/ppo_networks.py``); the trainer binds an ``LRController.for_named_groups`` to it and
-hands :meth:`PPOAgent.update` a ``refresh_lr`` callback, which the agent calls before every
-minibatch step, before every epoch or once per update, as ``step_on`` says. The rollout loop,
-storage and GAE live in ``training/onpolicy.py``.
+hands :meth:`PPOAgent.update` a ``refresh_lr(progress)`` callback, which the agent calls before
+every minibatch step, before every epoch or once per update, as ``step_on`` says; ``progress`` is
+the fraction of the update's minibatch steps already done, and the trainer evaluates the schedule
+at ``rollout's first step + progress x rollout length``. The rollout loop, storage and GAE live in
+``training/onpolicy.py``.
 """
 
 from __future__ import annotations
@@ -44,8 +46,9 @@ class PPOAgent:
         max_grad_norm: global gradient-norm clip.
         norm_adv: normalise advantages per minibatch.
         target_kl: stop the update's epochs early once an epoch's mean approx KL exceeds it.
-        step_on: when ``refresh_lr`` is called: ``update`` (every minibatch step), ``epoch``
-            or ``rollout`` (once per update). The global step is the clock in every case.
+        step_on: when the LR moves: ``update`` (before every minibatch step), ``epoch``
+            (before every epoch) or ``rollout`` (once per update). All three read the same
+            global-step curve: the update's progress spreads its steps over the rollout.
         compile: run the loss and the optimizer step through ``torch.compile`` (``true``:
             the default inductor backend; a string names another backend, e.g. ``eager``).
             LRs are then tensors updated in place, so a schedule never triggers a recompile.
@@ -234,9 +237,12 @@ class PPOAgent:
         return out
 
     def update(
-        self, batch: Mapping[str, torch.Tensor], refresh_lr: Callable[[], object]
+        self, batch: Mapping[str, torch.Tensor], refresh_lr: Callable[[float], object]
     ) -> dict[str, float]:
         """PPO epochs over one rollout; returns the mean losses and diagnostics.
+
+        ``refresh_lr(progress)`` sets the LRs for ``progress`` in ``[0, 1)``, the fraction of
+        this update's planned minibatch steps already done; it is called when ``step_on`` says.
 
         ``batch`` holds ``[T, N, ...]`` tensors: ``obs``, ``starts``, ``hidden``, ``actions``,
         ``log_probs``, ``values``, ``advantages``, ``returns``. Feedforward minibatches are
@@ -246,17 +252,19 @@ class PPOAgent:
         data = self._sequences({k: v.to(self.device) for k, v in batch.items()})
         num_seqs = data["obs"].shape[1]
         mb_size = max(1, num_seqs // self.num_minibatches)
+        per_epoch = len(range(0, num_seqs - mb_size + 1, mb_size))
+        planned = self.update_epochs * per_epoch  # an early stop (target_kl) leaves some out
         if self.step_on == "rollout":
-            refresh_lr()
+            refresh_lr(0.0)
         totals, count = torch.zeros(5, device=self.device), 0
-        for _ in range(self.update_epochs):
+        for epoch in range(self.update_epochs):
             if self.step_on == "epoch":
-                refresh_lr()
+                refresh_lr(epoch / self.update_epochs)
             epoch_kl, epoch_count = torch.zeros((), device=self.device), 0
             perm = torch.randperm(num_seqs, device=self.device)
             for start in range(0, num_seqs - mb_size + 1, mb_size):
                 if self.step_on == "update":
-                    refresh_lr()
+                    refresh_lr((epoch * per_epoch + start // mb_size) / planned)
                 idx = perm[start : start + mb_size]
                 loss, stats = self._loss(
                     data["obs"][:, idx], data["starts"][:, idx], data["hidden"][idx],

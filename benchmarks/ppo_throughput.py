@@ -41,7 +41,7 @@ def our_workspace(steps: int, seed: int, run_dir: Path, extra: tuple[str, ...] =
     anneal = []  # every network: linear from lr to 0.001 x lr over the run
     for net in ("encoder", "actor", "critic"):
         anneal += [f"lr_schedule.{net}.type=linear"]
-        anneal += [f"+lr_schedule.{net}.intervals.0.final_lr={LR * 1e-3}"]
+        anneal += [f"lr_schedule.{net}.intervals.0.final_lr={LR * 1e-3}"]
     overrides = [
         "agent=ppo", "env=cartpole", "lr_schedule=constant", *anneal, f"lr={LR}",
         f"num_train_frames={steps}", f"seed={seed}", "progress=lines", "resume.enabled=false",

@@ -211,10 +211,15 @@ BAD_PRESETS = {
     "overlap": ("      - {start: 0, end: 1000, lr: 1.0e-4}\n"
                 "      - {start: 500, end: 2000, lr: 5.0e-5}\n",
                 "lr_schedule.actor.intervals[1].start", "overlaps"),
-    "typo": ("      - {start: 0, end: 1000, lr: 1.0e-4, decay_rte: 0.9}\n",
-             "lr_schedule.actor.intervals[0].decay_rte", "decay_rate"),
     "negative": ("      - {start: 0, end: 1000, lr: -1.0e-4}\n",
                  "lr_schedule.actor.intervals[0].lr", "> 0"),
+    "gamma_twice": ("      - {type: step, start: 0, lr: 1.0e-4, gamma: 0.5, decay_rate: 0.5}\n",
+                    "lr_schedule.actor.intervals[0].gamma", "gamma and decay_rate both given"),
+    "two_warmups": ("      - {start: 0, lr: 1.0e-4}\n  warmup_frac: 0.1\n  warmup_steps: 100\n",
+                    "lr_schedule.warmup_steps", "warmup_frac and warmup_steps both given"),
+    "bad_target": ("      - {start: 0, lr: 1.0e-4}\n"
+                   "  critic: {_target_: lr_scheduler.get_lr_schedule, max_lr: 1.0e-4}\n",
+                   "lr_schedule.critic._target_", "cannot import"),
 }  # fmt: skip
 
 
@@ -235,6 +240,34 @@ def test_bad_preset_exits_with_the_key_path_before_any_env(tmp_path, case):
     assert message.startswith(f"error: invalid learning-rate schedule: {path}: "), proc.stderr
     assert words in message and "Traceback" not in proc.stderr
     assert not (tmp_path / "run" / "tb").exists()
+
+
+@pytest.mark.parametrize(
+    "where, text",
+    [
+        ("file", "      - {start: 0, end: 1000, lr: 1.0e-4, decay_rte: 0.9}\n"),
+        ("knob", "      - {start: 0, lr: 1.0e-4}\n  warmup_step: 100\n"),
+        ("override", "      - {start: 0, lr: 1.0e-4}\n"),
+    ],
+)
+def test_a_typo_in_a_preset_or_override_fails_at_compose_time(tmp_path, where, text):
+    folder = tmp_path / "p" / "lr_schedule"
+    folder.mkdir(parents=True)
+    (folder / "typo.yaml").write_text(
+        "# @package _global_\nlr_schedule:\n  actor:\n    intervals:\n" + text
+    )
+    extra = ["lr_schedule.actor.intervals.0.decay_rte=0.9"] if where == "override" else []
+    proc = run_cli(
+        f"hydra.searchpath=[file://{tmp_path / 'p'}]", "lr_schedule=typo", *extra, NO_ENV,
+        run_dir=tmp_path / "run",
+    )  # fmt: skip
+    assert proc.returncode == 1 and not (tmp_path / "run" / "tb").exists()
+    key = "warmup_step" if where == "knob" else "decay_rte"
+    assert f"Key '{key}' not in" in proc.stderr, proc.stderr
+    if where == "override":
+        assert "full_key: lr_schedule.actor.intervals[0].decay_rte" in proc.stderr
+    else:
+        assert "In 'lr_schedule/typo'" in proc.stderr
 
 
 def test_unknown_top_level_key_fails_at_compose(tmp_path):

@@ -210,7 +210,9 @@ def test_join_restarts_each_segments_clock_and_cuts_it():
     assert cut(4999) == pytest.approx(warm(4999)) and cut(5000) == 2e-5
     held = L.join([(0, 20000, warm), (20000, None, fine)])  # warm ends at 10000 and holds
     assert held(15000) == pytest.approx(1e-5)
-    with pytest.raises(L.ScheduleError, match=r"segments\[1\].*gap"):
+    with pytest.raises(
+        L.ScheduleError, match=r"segments\[\(200, 300\)\]: starts at 200: leaves a gap"
+    ):
         L.join([(0, 100, warm), (200, 300, fine)])
 
 

@@ -36,42 +36,36 @@ def test_ppo_learns_cartpole(tmp_path):
 
 
 @pytest.mark.parametrize("step_on", ["update", "epoch", "rollout"])
-def test_lr_at_every_gradient_step_equals_the_schedule(tmp_path, step_on):
+def test_step_on_moves_the_lr_along_the_global_step_curve(tmp_path, step_on):
+    """Gradient step j of the rollout [first, first + 128) trains at the schedule's value at
+    first + int(progress x 128): every minibatch (update), every epoch, or once (rollout)."""
     ws = workspace(
         tmp_path, *SMALL, "num_train_frames=2048", "lr_schedule=warmup_cosine",
         "lr_schedule.warmup_frac=0.3", f"agent.step_on={step_on}", "eval_every_frames=100000",
     )  # fmt: skip
     seen: list[tuple[int, dict[str, float]]] = []
-    refreshes: list[int] = []
 
     def record(optimizer, args, kwargs):
         seen.append((ws.global_step, {g["name"]: float(g["lr"]) for g in optimizer.param_groups}))
 
     ws.agent.optimizer.register_step_pre_hook(record)
-    apply, update = ws.lr.apply, ws.agent.update
-
-    def counting_update(batch, refresh_lr):
-        refreshes.append(0)
-        ws.lr.apply = lambda step: refreshes.__setitem__(-1, refreshes[-1] + 1) or apply(step)
-        try:
-            return update(batch, refresh_lr)
-        finally:
-            ws.lr.apply = apply
-
-    ws.agent.update = counting_update
     ws.train()
-    rollout = 4 * 32
-    assert len(seen) == 16 * (2048 // rollout)  # 4 epochs x 4 minibatches per rollout
-    for step, lrs in seen:
-        assert step % rollout == 0
+    rollout, per_update = 4 * 32, 16  # 4 epochs x 4 minibatches per rollout
+    assert len(seen) == per_update * (2048 // rollout)
+    progress = {
+        "update": lambda j: j / 16, "epoch": lambda j: (j // 4) / 4, "rollout": lambda j: 0.0,
+    }[step_on]  # fmt: skip
+    for k, (end, lrs) in enumerate(seen):
+        first, j = end - rollout, k % per_update
+        expected_step = first + int(progress(j) * rollout)
         for name in ("encoder", "actor", "critic"):
-            assert lrs[name] == pytest.approx(ws.schedules[name](step), rel=1e-12), (name, step)
-    assert len({lrs["actor"] for _, lrs in seen}) == 2048 // rollout  # one LR per rollout
-    per_update = {"update": 16, "epoch": 4, "rollout": 1}[step_on]
-    assert refreshes == [per_update] * (2048 // rollout)  # LR refreshes inside each update
-    tb = scalars(tmp_path, "ppo/learning_rate")
+            assert lrs[name] == pytest.approx(ws.schedules[name](expected_step), rel=1e-12)
+    distinct = len({lrs["actor"] for _, lrs in seen[:per_update]})
+    assert distinct == {"update": 16, "epoch": 4, "rollout": 1}[step_on]
+    tb = scalars(tmp_path, "ppo/learning_rate")  # the LR of the update's last gradient step
     assert [s for s, _ in tb] == [rollout * (k + 1) for k in range(2048 // rollout)]
-    assert [v for _, v in tb] == pytest.approx([ws.schedules["actor"](s) for s, _ in tb])
+    last_of_each = [lrs["actor"] for _, lrs in seen[per_update - 1 :: per_update]]
+    assert [v for _, v in tb] == pytest.approx(last_of_each)
 
 
 def test_autoreset_steps_are_transitions_and_returns_are_logged(tmp_path):

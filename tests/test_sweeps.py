@@ -200,7 +200,7 @@ def test_optuna_search_finds_the_best_trial_and_the_summary_agrees(tmp_path):
                  sweep_dir=tmp_path)  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     best = yaml.safe_load((tmp_path / "optimization_results.yaml").read_text())
-    assert set(best["best_params"]) == {"lr", "lr_schedule", "++lr_schedule.warmup_frac"}
+    assert set(best["best_params"]) == {"lr", "lr_schedule", "lr_schedule.warmup_frac"}
     winner = summary_rows(tmp_path)[0]
     assert float(winner["final_eval_return"]) == pytest.approx(best["best_value"])
     assert f"lr_schedule={best['best_params']['lr_schedule']}" in winner["overrides"]

@@ -135,7 +135,7 @@ class OnPolicyWorkspace(Workspace):
         if self.curriculum is not None and self.curriculum.stage != stage:
             self._set_difficulty()  # envs pick it up at their next reset
 
-    def _refresh_lr(self, first_step: int, length: int, progress: float = 1.0) -> None:
+    def _refresh_lr(self, first_step: int, length: int, progress: float) -> None:
         """The update's LR clock: ``progress`` (fraction of the update done) of the rollout."""
         self.lr.apply(first_step + int(progress * length))
 

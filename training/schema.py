@@ -30,6 +30,65 @@ if not OmegaConf.has_resolver("safe_dirname"):
     OmegaConf.register_new_resolver("safe_dirname", safe_dirname)
 
 
+# ------------------------------------------------------------------ lr_schedule (compose-time keys)
+# Every key the schedule engine (lr_scheduler.compile_schedules) knows, so any of them can be
+# overridden on any preset without `+`, and a misspelt key fails at compose time with its path.
+# Values stay `Any` (they are often ${base_lr:x} / ${run_frac:x}); null means "not given" and the
+# engine checks the values, with its own messages. tests/test_lr_schema.py keeps these field lists
+# equal to the engine's (INTERVAL_KEYS, TARGET_KEYS, PRESET_KNOBS).
+
+
+@dataclass
+class IntervalConfig:
+    type: Any = None  # shape of this interval; null: the network's type
+    start: Any = None  # first global step (the first interval: 0)
+    end: Any = None  # null: the next interval's start (the last: end of training)
+    lr: Any = None  # the interval's LR (same value as init_lr: give one)
+    init_lr: Any = None  # LR at start (same value as lr)
+    final_lr: Any = None  # linear/cosine: LR reached at end; exponential: its target
+    decay_rate: Any = None  # exponential_decay: factor per decay_interval
+    decay_interval: Any = None  # exponential_decay: steps per stair
+    min_lr: Any = None  # exponential_decay: floor
+    gamma: Any = None  # 000 spelling of decay_rate (alone: a factor per step)
+    step_size: Any = None  # 000 spelling of decay_interval
+    final_lr_fraction: Any = None  # 000: final_lr as a fraction of init_lr (linear)
+    eta_min_fraction: Any = None  # 000: final_lr as a fraction of init_lr (cosine)
+
+
+@dataclass
+class NetworkScheduleConfig:
+    type: Any = None  # default shape of the intervals (null: step_decay)
+    intervals: list[IntervalConfig] | None = None  # contiguous [start, end) pieces from step 0
+    # Or a builder function instead of intervals (lr_scheduler.get_lr_scheduler, ...):
+    _target_: Any = None
+    max_lr: Any = None
+    min_lr: Any = None
+    warmup_steps: Any = None
+    max_steps: Any = None
+    decay_type: Any = None
+    final_div_factor: Any = None
+    total_tokens: Any = None
+    tokens_per_step: Any = None
+    step_milestones: Any = None
+    step_factors: Any = None
+    verbose: Any = None
+
+
+@dataclass
+class LRScheduleConfig:
+    encoder: NetworkScheduleConfig | None = None  # null: the network keeps the base lr
+    actor: NetworkScheduleConfig | None = None
+    critic: NetworkScheduleConfig | None = None
+    warmup_frac: Any = None  # warmup length as a fraction of the run (or warmup_steps)
+    warmup_steps: Any = None  # warmup length in global steps (or warmup_frac)
+    warmup_init: Any = None  # fraction of the schedule's LR the warmup ramps from (0.01)
+    decay: Any = None  # type of every network's last interval (its decay phase)
+    decay_steps: Any = None  # step where the last interval ends (LR held after); or decay_frac
+    decay_frac: Any = None  # the same as a fraction of the run
+    stage_fracs: Any = None  # stage_based: stage entries as fractions of the run
+    vars: dict[str, Any] = field(default_factory=dict)  # a custom preset's own values
+
+
 @dataclass
 class ReplayConfig:
     capacity: int = 100_000  # transitions kept (off-policy agents)
@@ -51,7 +110,7 @@ class TrainConfig:
     agent: Any = None  # agent group: constructor args (``_target_``) of the agent
     env: Any = None  # env group: gymnasium id, kwargs, observation kind
     curriculum: Any = None  # curriculum_preset group: stages and advancement rule
-    lr_schedule: dict[str, Any] = field(default_factory=dict)  # lr_schedule group (per network)
+    lr_schedule: LRScheduleConfig = field(default_factory=LRScheduleConfig)  # lr_schedule group
     lr: float = 1.0e-4  # base learning rate of every network
     num_train_frames: int = 100_000  # run length in env frames (= global steps x action_repeat)
     num_seed_frames: int = 4_000  # frames of random actions before the first update
