@@ -235,3 +235,28 @@ def test_kill_switch_garbage_is_an_error_naming_the_variable(tmp_path):
     shown = run_cli("lr_schedule=gentle_decay", "dry_run=true", run_dir=tmp_path / "on",
                     env={"LR_SCHEDULE_DISABLE": "yes"})  # fmt: skip
     assert shown.returncode == 0 and "LR_SCHEDULE_DISABLE=yes: lr_schedule ignored" in shown.stderr
+
+
+def test_no_room_or_no_write_access_for_checkpoints_fails_at_start(tmp_path, monkeypatch):
+    import shutil
+    from collections import namedtuple
+
+    from training.run import ResumeRefused
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(10 << 20, 9 << 20, 1 << 20))
+    with pytest.raises(ResumeRefused, match=r"1 MiB free.*needs about \d+ MiB.*replay.capacity"):
+        workspace_from_overrides(SHORT, tmp_path / "full")
+    monkeypatch.undo()
+
+    real_write = type(tmp_path).write_bytes
+
+    def read_only(self, data):
+        if self.name.startswith(".probe-"):
+            raise PermissionError(13, "Permission denied")
+        return real_write(self, data)
+
+    monkeypatch.setattr(type(tmp_path), "write_bytes", read_only)
+    with pytest.raises(ResumeRefused, match=r"cannot write checkpoints to .*Permission denied"):
+        workspace_from_overrides(SHORT, tmp_path / "ro")
+    assert not (tmp_path / "ro" / "tb").exists()  # refused before TensorBoard opened
