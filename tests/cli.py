@@ -78,6 +78,20 @@ def scalars(run_dir: Path, tag: str) -> list[tuple[int, float]]:
     return [(e.step, e.value) for e in acc.Scalars(tag)]
 
 
+def raw_scalar_steps(run_dir: Path) -> list[tuple[str, int]]:
+    """(tag, step) of every scalar in the event files, read as raw records (no purge applied,
+    as pandas exports or tbparse would)."""
+    from tensorboard.backend.event_processing.event_file_loader import RawEventFileLoader
+    from tensorboard.compat.proto.event_pb2 import Event
+
+    found = []
+    for path in sorted((run_dir / "tb").glob("events.out.tfevents.*")):
+        for record in RawEventFileLoader(str(path)).Load():
+            event = Event.FromString(record)
+            found += [(value.tag, event.step) for value in event.summary.value]
+    return found
+
+
 def result(run_dir: Path) -> dict[str, Any]:
     return json.loads((run_dir / "result.json").read_text())
 

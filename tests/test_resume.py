@@ -16,6 +16,7 @@ from cli import (
     kill_then_rerun,
     latest,
     optimizer_lrs,
+    raw_scalar_steps,
     result,
     run_cli,
     scalars,
@@ -67,6 +68,11 @@ def test_kill9_and_rerun_trains_on_the_uninterrupted_schedule(
     for tag in (*LR_TAGS, "train/episode_return", "eval/episode_return"):
         steps = Counter(s for s, _ in scalars(killed, tag))
         assert steps and all(n == 1 for n in steps.values()), (tag, steps.most_common(3))
+    # No step twice in the event files themselves either (readers that ignore purge events).
+    raw = Counter(raw_scalar_steps(killed))
+    assert [k for k, n in raw.items() if n > 1] == []
+    lr_points = {k for k in raw_scalar_steps(straight) if k[0] in LR_TAGS}
+    assert {k for k in raw if k[0] in LR_TAGS} == lr_points
 
     # result.json covers the whole run, not just the part after the kill.
     evals = [v for _, v in scalars(killed, "eval/episode_return")]

@@ -100,8 +100,11 @@ def test_result_bookkeeping_and_curriculum_survive_a_resume(tmp_path, monkeypatc
     from envs.curriculum import CurriculumManager
 
     record = CurriculumManager.record_episode  # every episode a success: a stage per episode
-    monkeypatch.setattr(CurriculumManager, "record_episode",
-                        lambda self, success, global_step=None: record(self, True, global_step))  # fmt: skip
+
+    def always_success(self, success, global_step=None):
+        return record(self, True, global_step)
+
+    monkeypatch.setattr(CurriculumManager, "record_episode", always_success)
     args = [*TINY, *FAST_CURRICULUM, "eval_every_frames=500"]
     straight = workspace_from_overrides(args, tmp_path / "straight")
     straight.train()

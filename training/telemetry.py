@@ -13,17 +13,53 @@ from torch.utils.tensorboard import SummaryWriter
 log = logging.getLogger("train")
 
 
+def cut_tail(tb_dir: Path, purge_step: int) -> None:
+    """Rewrite a run's event files without the events at or after ``purge_step``: the tail an
+    interrupted run wrote after its last checkpoint, which the resumed run writes again.
+
+    TensorBoard itself would hide that tail through a purge event, but other readers of the
+    event files (pandas exports, tbparse, the sweep summary) would see those steps twice. The
+    kept events go to one new file, then the old files are deleted; a scalar already kept for a
+    (tag, step) is not kept twice, so a rewrite cut short by a kill is cleaned up by the next.
+    """
+    from tensorboard.backend.event_processing.event_file_loader import RawEventFileLoader
+    from tensorboard.compat.proto.event_pb2 import Event
+    from tensorboard.summary.writer.event_file_writer import EventFileWriter
+
+    old = sorted(tb_dir.glob("events.out.tfevents.*"))
+    if not old:
+        return
+    writer = EventFileWriter(str(tb_dir), filename_suffix=".resumed")
+    seen: set[tuple[str, int]] = set()
+    for path in old:
+        for record in RawEventFileLoader(str(path)).Load():  # as written, not migrated
+            event = Event.FromString(record)
+            if event.HasField("file_version") or event.step >= purge_step:
+                continue
+            keys = {(value.tag, event.step) for value in event.summary.value}
+            if keys and keys <= seen:
+                continue
+            seen |= keys
+            writer.add_event(event)
+    writer.close()
+    for path in old:
+        path.unlink()
+
+
 class Telemetry:
     """One run's outputs: scalars under ``<run_dir>/tb`` and the progress display.
 
-    ``purge_step`` (on resume) hides every event at or after that step written by the
-    interrupted run, so TensorBoard shows no duplicated steps.
+    ``purge_step`` (on resume): the events the interrupted run wrote at or after that step are
+    cut from its event files (`cut_tail`), so no step appears twice, in TensorBoard or in any
+    other reader of the files.
     """
 
     def __init__(
         self, run_dir: Path, total_steps: int, progress: str, purge_step: int | None = None
     ):
-        self.writer = SummaryWriter(log_dir=str(run_dir / "tb"), purge_step=purge_step)
+        if purge_step is not None:
+            cut_tail(run_dir / "tb", purge_step)
+        self.writer = SummaryWriter(log_dir=str(run_dir / "tb"))
         self.total_steps = total_steps
         use_bar = progress == "bar" or (progress == "auto" and sys.stderr.isatty())
         self._bar = None
