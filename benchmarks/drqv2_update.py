@@ -110,7 +110,7 @@ def compare(size: int, threads: int, args, before_cls) -> None:
     batch = synthetic_batch(obs_shape, action_dim, args.batch, args.device)
     sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
     seconds: dict[str, list[float]] = {name: [] for name in agents}
-    for name, (agent, reuse) in agents.items():  # warm-up (and compile) untimed
+    for agent, reuse in agents.values():  # warm-up (and compile) untimed
         keep_freed_memory(reuse)
         agent.update(batch, 1000)
     for round_ in range(args.rounds):
@@ -169,7 +169,7 @@ def main() -> None:
     parser.add_argument("--before", default="8f58491", help="git revision of 'before'; '' = skip")
     parser.add_argument("--compile", action="store_true", help="add all on + compile (inductor)")
     parser.add_argument("--recompiles", type=int, nargs="?", const=1000, default=0,
-                        help="only count recompiles over this many LR changes (default 1000)")  # fmt: skip
+                        help="only count recompiles over N LR changes (default 1000)")  # fmt: skip
     args = parser.parse_args()
     print(f"torch {torch.__version__}, device {args.device}")
     if args.recompiles:
