@@ -13,7 +13,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from agents.drqv2 import NETWORKS, DrQV2Agent, StddevSchedule
-from agents.networks import make_encoder
+from agents.networks import RandomShiftsAug, make_encoder
 from agents.replay_buffer import ReplayBuffer
 
 torch.set_num_threads(1)
@@ -268,3 +268,112 @@ def test_agent_learns_to_reach_the_target():
     after = evaluate(agent)
     # Standing still costs ~7.5 per episode; heading straight to 0 costs ~1.5.
     assert after > -3.0 and after > before + 2.0, (before, after)
+
+
+# ------------------------------------------------------------------ speed levers, same maths
+
+SMALL_PIXELS = (3, 24, 24)
+
+
+def update_outputs(seed=0, **levers):
+    """Metrics and weights after two updates of a fresh pixel agent (same init, batch, noise)."""
+    torch.manual_seed(seed)
+    agent = make_agent(SMALL_PIXELS, "A", **levers)
+    metrics = []
+    for step in (500, 501):
+        torch.manual_seed(100 + step)
+        metrics.append(agent.update(random_batch(SMALL_PIXELS, size=16, seed=step), step=step))
+    weights = {n: params_of(agent, n) for n in (*NETWORKS, "critic_target")}
+    return metrics, weights
+
+
+PLAIN = dict(channels_last=False, reuse_cpu_memory=False)
+
+
+@pytest.mark.parametrize(
+    "levers",
+    [
+        dict(channels_last=True, reuse_cpu_memory=False),
+        dict(channels_last=False, reuse_cpu_memory=True),
+        dict(channels_last=True, reuse_cpu_memory=True),
+        # Dynamo's eager backend: the compiled path's plumbing (tensor LRs and noise scale, noise
+        # drawn outside the graph); inductor's own kernels are checked by the benchmark.
+        dict(channels_last=True, compile="eager"),
+    ],
+    ids=["channels_last", "reuse_cpu_memory", "both", "compile"],
+)
+def test_speed_levers_give_the_plain_update_s_losses_and_weights(levers):
+    expected_metrics, expected_weights = update_outputs(**PLAIN)
+    metrics, weights = update_outputs(**levers)
+    for got, want in zip(metrics, expected_metrics, strict=True):
+        assert got.keys() == want.keys()
+        for key in want:  # critic_loss, critic_q, critic_target_q, actor_loss, stddev
+            assert got[key] == pytest.approx(want[key], rel=1e-4, abs=1e-5), key
+    # Adam moves a weight by ~lr (1e-3) whatever its gradient's size, so a near-zero gradient whose
+    # rounding differs may move by a little: the tolerance is well below one step.
+    for name, tensors in expected_weights.items():
+        for got, want in zip(weights[name], tensors, strict=True):
+            torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4, msg=name)
+
+
+def test_bf16_autocast_stays_close_to_float32():
+    expected, _ = update_outputs(**PLAIN)
+    got, weights = update_outputs(amp="bf16")
+    for key in ("critic_loss", "critic_target_q", "actor_loss"):
+        assert got[0][key] == pytest.approx(expected[0][key], rel=0.05, abs=0.02), key
+    assert all(p.dtype == torch.float32 for ps in weights.values() for p in ps)
+    with pytest.raises(ValueError, match="amp"):
+        make_agent(amp="fp8")
+
+
+def test_random_shifts_replicate_the_border():
+    aug = RandomShiftsAug(pad=2)
+    images = torch.arange(2 * 3 * 6 * 6, dtype=torch.int64).reshape(2, 3, 6, 6).to(torch.uint8)
+    offsets = torch.tensor([[2, -1], [0, 0]])
+    shifted = aug(images, offsets)
+    rows = (torch.arange(6) + 2).clamp(max=5)
+    cols = (torch.arange(6) - 1).clamp(min=0)
+    assert torch.equal(shifted[0], images[0][:, rows][:, :, cols])
+    assert torch.equal(shifted[1], images[1])  # no shift: the image itself
+    assert shifted.dtype == torch.uint8
+    drawn = aug.draw_offsets(1000, torch.device("cpu"))
+    assert drawn.min() == -2 and drawn.max() == 2
+
+
+def _compiled_graphs() -> int:
+    from torch._dynamo.utils import counters
+
+    return int(counters["stats"]["unique_graphs"])
+
+
+def test_compiled_update_does_not_recompile_when_the_lr_or_noise_changes():
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    agent = make_agent(SMALL_PIXELS, "B", compile="eager", hidden_dim=16)
+    assert all(isinstance(o.param_groups[0]["lr"], torch.Tensor) for o in agent.optimizers.values())
+    batch = random_batch(SMALL_PIXELS, size=8)
+    agent.update(batch, step=0)
+    graphs = _compiled_graphs()
+    for step in range(1, 40):  # a new LR and a new noise scale (linear schedule) every update
+        for optimizer in agent.optimizers.values():
+            optimizer.param_groups[0]["lr"].fill_(1e-3 / step)
+        agent.update(batch, step=step)
+    assert _compiled_graphs() == graphs
+    # The LR written in place is the one the compiled step uses: Adam moves weights by ~lr.
+    # (Schedules never produce 0, which the tensor-LR Adam would turn into NaN.)
+    agent.optimizers["actor"].param_groups[0]["lr"].fill_(1e-9)
+    before = params_of(agent, "actor")
+    agent.update(batch, step=40)
+    moved = max((a - b).abs().max() for a, b in zip(before, params_of(agent, "actor"), strict=True))
+    assert 0 < moved < 1e-8
+    assert _compiled_graphs() == graphs
+
+
+def test_compiled_agent_keeps_its_lr_tensors_through_load_state_dict():
+    agent = make_agent(compile="eager")
+    lr_tensors = [o.param_groups[0]["lr"] for o in agent.optimizers.values()]
+    state = make_agent().state_dict()  # a float-LR checkpoint
+    agent.load_state_dict(state)
+    for optimizer, tensor in zip(agent.optimizers.values(), lr_tensors, strict=True):
+        assert optimizer.param_groups[0]["lr"] is tensor
+        assert float(tensor) == pytest.approx(1e-3)
