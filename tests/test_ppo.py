@@ -14,8 +14,7 @@ from cli import scalars
 from agents.ppo import PPOAgent
 from agents.ppo_networks import GRUPolicy
 from training.onpolicy import OnPolicyWorkspace
-from training.run import compile_run_schedules
-from training.workspace import compose_config, make_workspace, workspace_from_overrides
+from training.workspace import compose_config, workspace_from_overrides
 
 SMALL = ["agent.num_steps=32", "progress=lines", "resume.enabled=false"]
 
@@ -208,10 +207,7 @@ def test_every_vector_env_follows_the_curriculum_stage(tmp_path):
     loop.close()
 
 
-def test_top_level_compile_reaches_ppo_and_drqv2_refuses_it(tmp_path):
+def test_top_level_compile_reaches_both_agents():
     ppo = compose_config(["agent=ppo", "env=cartpole", "compile=true"])
     drqv2 = compose_config(["compile=true"])
-    assert ppo.agent.compile is True
-    with pytest.raises(ValueError, match="only agent=ppo"):
-        make_workspace(drqv2, tmp_path, compile_run_schedules(drqv2))
-    assert not any(tmp_path.iterdir())  # refused before anything was built or written
+    assert ppo.agent.compile is True and drqv2.agent.compile is True

@@ -22,7 +22,9 @@ _ARRAY = "__ndarray__"
 
 def _encode(obj: Any) -> Any:
     if isinstance(obj, np.ndarray):
-        return {_ARRAY: torch.from_numpy(np.ascontiguousarray(obj)).clone()}
+        # No copy: saving is synchronous, so a view of the live replay cannot change
+        # mid-write, and a pixel buffer is gigabytes.
+        return {_ARRAY: torch.from_numpy(np.ascontiguousarray(obj))}
     if isinstance(obj, np.generic):
         return obj.item()
     if isinstance(obj, dict):

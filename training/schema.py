@@ -123,7 +123,7 @@ class TrainConfig:
     seed: int = 0  # seeds python, numpy, torch and the envs
     device: str = "cpu"  # torch device: cpu, or cuda where available
     num_threads: int = 1  # torch intra-op threads per run (sweeps: one per job)
-    compile: bool = False  # agent=ppo: run the update through torch.compile (agent.compile)
+    compile: bool = False  # run the agent's update through torch.compile (sets agent.compile)
     dry_run: bool = False  # validate and preview the schedule, then exit without training
     progress: str = "auto"  # auto (bar on a terminal, log lines otherwise), bar or lines
     replay: ReplayConfig = field(default_factory=ReplayConfig)

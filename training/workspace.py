@@ -21,9 +21,6 @@ def make_workspace(cfg: DictConfig, run_dir: Path, schedules: ScheduleSet) -> Wo
     (`training.offpolicy`)."""
     agent_cls = hydra.utils.get_class(cfg.agent._target_)
     on_policy = getattr(agent_cls, "on_policy", False)
-    if cfg.compile and not on_policy:
-        raise ValueError(f"compile=true: only agent=ppo runs its update through torch.compile, "
-                         f"not {agent_cls.__name__}; leave compile=false")  # fmt: skip
     if on_policy:
         from training.onpolicy import OnPolicyWorkspace
 
