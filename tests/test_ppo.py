@@ -13,7 +13,7 @@ from cli import scalars
 
 from agents.ppo import PPOAgent
 from agents.ppo_networks import GRUPolicy
-from training.onpolicy import OnPolicyWorkspace
+from training.onpolicy import OnPolicyWorkspace, Rollout
 from training.run import compile_run_schedules
 from training.workspace import compose_config, make_workspace, workspace_from_overrides
 
@@ -92,17 +92,130 @@ def test_autoreset_steps_are_transitions_and_returns_are_logged(tmp_path):
         assert scalars(tmp_path, f"ppo/{tag}"), tag
 
 
+def record_env_steps(ws: OnPolicyWorkspace) -> list[dict]:
+    """What the vector env returned at every step, copied (the env reuses its arrays)."""
+    seen: list[dict] = []
+    step = ws.envs.step
+
+    def recording_step(action):
+        out = step(action)
+        _, reward, terminated, truncated, info = out
+        ended = np.flatnonzero(terminated | truncated)
+        seen.append({
+            "reward": reward.copy(), "terminated": terminated.copy(),
+            "truncated": truncated.copy(),
+            "final_obs": {i: np.array(info["final_obs"][i], dtype=np.float32) for i in ended},
+        })  # fmt: skip
+        return out
+
+    ws.envs.step = recording_step
+    return seen
+
+
+def before_each_update(ws: OnPolicyWorkspace, check) -> None:
+    """Call ``check()`` after every rollout, before the update changes the networks that
+    collected it."""
+    update = ws.agent.update
+
+    def checked_update(batch, refresh_lr):
+        check()
+        return update(batch, refresh_lr)
+
+    ws.agent.update = checked_update
+
+
 def test_time_limit_truncation_bootstraps_from_the_final_observation(tmp_path):
+    # 20-step time limit: a fresh policy drops the pole in about as many steps, so a rollout
+    # holds both real ends (terminated) and time-outs (truncated).
     ws = workspace(
-        tmp_path, *SMALL, "num_train_frames=256", "eval_every_frames=100000",
-        "+env.kwargs.max_episode_steps=10",
+        tmp_path, *SMALL, "num_train_frames=512", "eval_every_frames=100000",
+        "+env.kwargs.max_episode_steps=20",
     )  # fmt: skip
+    env_steps = record_env_steps(ws)
+    ends = {"terminated": 0, "truncated": 0}
+
+    def check():
+        rollout = env_steps[-ws.agent.num_steps :]
+        expected = np.zeros(ws.rollout.rewards.shape)
+        for t, s in enumerate(rollout):
+            for i in range(ws.num_envs):
+                expected[t, i] = s["reward"][i]
+                if s["terminated"][i]:  # a real end: nothing follows, no bootstrap
+                    ends["terminated"] += 1
+                elif s["truncated"][i]:  # cut by the time limit: reward + gamma * V(final obs)
+                    ends["truncated"] += 1
+                    with torch.no_grad():
+                        final_value = ws.agent.net(torch.from_numpy(s["final_obs"][i]))[1]
+                    expected[t, i] += ws.agent.gamma * float(final_value)
+        np.testing.assert_allclose(ws.rollout.rewards, expected, rtol=1e-6)
+        ended = [s["terminated"] | s["truncated"] for s in rollout]
+        np.testing.assert_array_equal(ws.rollout.dones, np.array(ended, dtype=np.float32))
+
+    before_each_update(ws, check)
     ws.train()
-    buf = ws.rollout
-    cut = buf.dones.astype(bool)  # a fresh policy keeps the pole up for 10 steps: time-outs
-    assert cut.any()
-    assert np.all(buf.rewards[~cut] == 1.0)
-    assert np.any(buf.rewards[cut] != 1.0)  # 1 + gamma * V(final obs) for the time-outs
+    assert ends["terminated"] > 0 and ends["truncated"] > 0, ends
+
+
+def reference_gae(rewards, values, dones, next_value, gamma, lam):
+    """GAE as its definition reads: A_t = sum_k (gamma * lam)^k delta_{t+k}, summed up to the end
+    of the episode or of the rollout; a step that ends an episode has no next value."""
+    steps, envs = rewards.shape
+    adv = np.zeros((steps, envs))
+    for i in range(envs):
+        for t in range(steps):
+            for k in range(t, steps):
+                following = next_value[i] if k == steps - 1 else values[k + 1, i]
+                bootstrap = 0.0 if dones[k, i] else gamma * following
+                adv[t, i] += (gamma * lam) ** (k - t) * (rewards[k, i] + bootstrap - values[k, i])
+                if dones[k, i]:
+                    break
+    return adv
+
+
+def test_gae_matches_the_definition_with_episode_ends_inside_the_rollout():
+    rng = np.random.default_rng(0)
+    steps, envs = 7, 3
+    buf = Rollout(steps, envs, obs_dim=1, action_shape=(), hidden=0)
+    buf.values[:] = torch.from_numpy(rng.normal(size=(steps, envs)).astype(np.float32))
+    buf.rewards[:] = rng.normal(size=(steps, envs))
+    buf.dones[[2, 4], 0] = 1.0  # env 0: two ends inside the rollout
+    buf.dones[6, 1] = 1.0  # env 1: ends at the last step (the next value must not leak in)
+    next_value = rng.normal(size=envs).astype(np.float32)  # env 2 runs through: bootstrap
+    advantages, returns = buf.advantages(next_value, gamma=0.9, lam=0.8)
+    expected = reference_gae(buf.rewards, buf.values.numpy(), buf.dones, next_value, 0.9, 0.8)
+    np.testing.assert_allclose(advantages.numpy(), expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(returns.numpy(), expected + buf.values.numpy(), rtol=1e-5, atol=1e-6)
+
+
+def synthetic_rollout(agent: PPOAgent, steps: int, seed: int = 0) -> dict[str, torch.Tensor]:
+    """A rollout of random CartPole-sized observations acted on by ``agent``, random advantages."""
+    torch.manual_seed(seed)
+    n = agent.num_envs
+    obs = torch.randn(steps * n, 4)
+    action, log_prob, value, _ = agent.act_batch(
+        obs, torch.zeros(steps * n), agent.initial_state(steps * n)
+    )
+    advantages = torch.randn(steps * n)
+    batch = {
+        "obs": obs, "starts": torch.zeros(steps * n), "hidden": torch.zeros(steps * n, 0),
+        "actions": action.float(), "log_probs": log_prob, "values": value,
+        "advantages": advantages, "returns": value + advantages,
+    }  # fmt: skip
+    return {k: v.reshape(steps, n, *v.shape[1:]) for k, v in batch.items()}
+
+
+@pytest.mark.parametrize("target_kl,expected_steps", [(1e-7, 4), (1e6, 16), (None, 16)])
+def test_target_kl_stops_the_update_after_the_epoch_that_exceeds_it(target_kl, expected_steps):
+    # 4 epochs x 4 minibatches; a high LR moves the policy enough that the first epoch's mean
+    # approx KL passes the tiny target (its first minibatch sees KL 0: nothing changed yet).
+    agent = PPOAgent(
+        [4], [2], discrete=True, device="cpu", lr=1e-2, encoder={"bundle": "A"}, hidden_dim=16,
+        num_envs=4, num_steps=32, target_kl=target_kl,
+    )  # fmt: skip
+    steps = []
+    agent.optimizer.register_step_pre_hook(lambda *args: steps.append(1))
+    agent.update(synthetic_rollout(agent, 32), refresh_lr=lambda: None)
+    assert len(steps) == expected_steps
 
 
 def test_gru_state_resets_at_episode_starts():
