@@ -275,28 +275,84 @@ def test_compiled_update_does_not_recompile_when_the_lr_changes(tmp_path):
     assert graphs[0] == graphs[-1] == 2  # the loss and the optimizer step, compiled once
 
 
-def test_a_float_lr_would_recompile_the_optimizer_step():
-    """Why compile=true stores LRs as tensors: a float LR is a constant of the compiled graph."""
-    torch._dynamo.reset()
-    param = torch.nn.Parameter(torch.ones(3))
-    optimizer = torch.optim.Adam([param], lr=1e-3)
-    step = torch.compile(optimizer.step, backend="eager")
-    for lr in (1e-3, 2e-3, 3e-3):
-        optimizer.param_groups[0]["lr"] = lr
-        param.grad = torch.ones(3)
-        step()
-    assert _compiled_graphs() > 1
+def gru_states_by_hand(net: GRUPolicy, obs, starts, hidden) -> list[torch.Tensor]:
+    """The state before every step and after the last, unrolled env by env with the policy's
+    own layers: a step that starts an episode begins from zeros, every other one from the state
+    the previous step left."""
+    inp, cell = net.encoder["inp"], net.encoder["gru"]
+    states = [hidden.clone()]
+    with torch.no_grad():
+        for t in range(obs.shape[0]):
+            nxt = torch.empty_like(hidden)
+            for i in range(obs.shape[1]):
+                before = torch.zeros_like(hidden[i]) if starts[t, i] else states[-1][i]
+                nxt[i] = cell(torch.tanh(inp(obs[t, i])).unsqueeze(0), before.unsqueeze(0))[0]
+            states.append(nxt)
+    return states
 
 
-def test_gru_policy_trains_and_evaluates_on_masked_cartpole(tmp_path):
+def test_gru_policy_carries_its_state_and_zeroes_it_at_episode_starts(tmp_path):
     ws = workspace(
-        tmp_path, *SMALL, "env=cartpole_masked", "encoder_bundle@agent=gru", "num_train_frames=512",
-        "eval_every_frames=256", "num_eval_episodes=2",
+        tmp_path, *SMALL, "env=cartpole_masked", "encoder_bundle@agent=gru", "num_train_frames=384",
+        "eval_every_frames=100000",
     )  # fmt: skip
     assert ws.eval_env.observation_space.shape == (2,)  # velocities hidden
+    env_steps = record_env_steps(ws)
+    carried = [ws.agent.initial_state(ws.num_envs)]  # the state the next rollout must start from
+    starts_seen, ended_before = [], []
+
+    def check():
+        buf, net = ws.rollout, ws.agent.net
+        ended = [s["terminated"] | s["truncated"] for s in env_steps[-ws.agent.num_steps :]]
+        # An episode starts after every end, and at the first step of the run.
+        first_starts = ended_before[-1] if ended_before else np.ones(ws.num_envs, dtype=bool)
+        expected_starts = np.array([first_starts, *ended[:-1]], dtype=np.float32)
+        np.testing.assert_array_equal(buf.starts.numpy(), expected_starts)
+        ended_before.append(ended[-1])
+        starts_seen.append(int(buf.starts[1:].sum()))
+        states = gru_states_by_hand(net, buf.obs, buf.starts, carried[-1])
+        torch.testing.assert_close(buf.hidden, torch.stack(states[:-1]))
+        with torch.no_grad():  # and the policy acted on them: the values are the critic's
+            torch.testing.assert_close(buf.values, net.critic(torch.stack(states[1:])).squeeze(-1))
+        carried.append(states[-1])
+
+    before_each_update(ws, check)
     ws.train()
-    assert ws.rollout.hidden.abs().sum() > 0  # the state is carried between steps
-    assert len(scalars(tmp_path, "eval/episode_return")) == 3  # steps 0, 256, 512
+    assert len(carried) == 4 and min(starts_seen) > 0  # 3 rollouts, episodes start inside each
+
+
+def test_evaluation_starts_every_episode_from_the_initial_recurrent_state(tmp_path):
+    ws = workspace(
+        tmp_path, *SMALL, "env=cartpole_masked", "encoder_bundle@agent=gru", "num_train_frames=256",
+        "eval_every_frames=128", "num_eval_episodes=3",
+    )  # fmt: skip
+    episodes: list[list[tuple[torch.Tensor, torch.Tensor]]] = []  # (state in, state out) per act
+    reset, act = ws.eval_env.reset, ws.agent.act
+    acting = [False]
+
+    def counting_reset(*args, **kwargs):
+        episodes.append([])
+        return reset(*args, **kwargs)
+
+    def flagged_act(*args, **kwargs):
+        acting[0] = True
+        try:
+            return act(*args, **kwargs)
+        finally:
+            acting[0] = False
+
+    def record(cell, args, output):
+        if acting[0]:
+            episodes[-1].append((args[1].clone(), output.clone()))
+
+    ws.eval_env.reset, ws.agent.act = counting_reset, flagged_act
+    ws.agent.net.encoder["gru"].register_forward_hook(record)
+    ws.train()
+    assert len(episodes) == 3 * 3  # evaluations at steps 0, 128, 256
+    for steps in episodes:
+        assert torch.equal(steps[0][0], torch.zeros_like(steps[0][0]))  # a fresh state
+        for (_, out), (state_in, _) in zip(steps, steps[1:], strict=False):
+            assert torch.equal(state_in, out)  # carried from the previous step of the episode
 
 
 def test_drqv2_refuses_the_gru_bundle():
@@ -327,10 +383,42 @@ def test_every_vector_env_follows_the_curriculum_stage(tmp_path):
     loop.close()
 
 
-def test_top_level_compile_reaches_ppo_and_drqv2_refuses_it(tmp_path):
-    ppo = compose_config(["agent=ppo", "env=cartpole", "compile=true"])
+def test_top_level_compile_runs_the_ppo_update_through_torch_compile(tmp_path, monkeypatch):
+    # compile=true asks torch.compile for inductor; the spy hands dynamo a backend as cheap as
+    # eager instead, which counts how often the graphs it compiled really run.
+    torch._dynamo.reset()
+    requested: list[str] = []
+    graph_calls: list[int] = []
+
+    def counting_backend(graph, example_inputs):
+        index = len(graph_calls)
+        graph_calls.append(0)
+
+        def run(*args):
+            graph_calls[index] += 1
+            return graph.forward(*args)
+
+        return run
+
+    real_compile = torch.compile
+
+    def spy(fn, *, backend):
+        requested.append(backend)
+        return real_compile(fn, backend=counting_backend)
+
+    monkeypatch.setattr(torch, "compile", spy)
+    ws = workspace(
+        tmp_path, *SMALL, "compile=true", "num_train_frames=256", "eval_every_frames=100000"
+    )
+    ws.train()
+    torch._dynamo.reset()
+    assert requested == ["inductor", "inductor"]  # the loss and the optimizer step
+    minibatch_steps = 2 * 4 * 4  # 2 rollouts x 4 epochs x 4 minibatches
+    assert graph_calls == [minibatch_steps, minibatch_steps]
+
+
+def test_drqv2_refuses_compile_before_anything_is_written(tmp_path):
     drqv2 = compose_config(["compile=true"])
-    assert ppo.agent.compile is True
     with pytest.raises(ValueError, match="only agent=ppo"):
         make_workspace(drqv2, tmp_path, compile_run_schedules(drqv2))
     assert not any(tmp_path.iterdir())  # refused before anything was built or written
