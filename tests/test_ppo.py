@@ -1,6 +1,10 @@
 """PPO in-process: it learns, LRs follow the schedule at every gradient step for every `step_on`,
-vector-env autoreset steps are real transitions, episode returns are logged, and the GRU path
-resets its state at episode starts and trains on whole sequences."""
+vector-env autoreset steps are real transitions, time-outs bootstrap and real ends do not, GAE
+and target_kl do what their definitions say, the GRU carries its state and zeroes it where an
+episode starts (in training and in evaluation), and compile=true really compiles the update.
+
+Rollouts are checked before the update that follows them (`before_each_update`), while the
+networks are still those that collected them."""
 
 from __future__ import annotations
 
@@ -350,6 +354,7 @@ def test_evaluation_starts_every_episode_from_the_initial_recurrent_state(tmp_pa
     ws.train()
     assert len(episodes) == 3 * 3  # evaluations at steps 0, 128, 256
     for steps in episodes:
+        assert len(steps) > 1
         assert torch.equal(steps[0][0], torch.zeros_like(steps[0][0]))  # a fresh state
         for (_, out), (state_in, _) in zip(steps, steps[1:], strict=False):
             assert torch.equal(state_in, out)  # carried from the previous step of the episode
