@@ -1,6 +1,10 @@
 """PPO in-process: it learns, LRs follow the schedule at every gradient step for every `step_on`,
-vector-env autoreset steps are real transitions, episode returns are logged, and the GRU path
-resets its state at episode starts and trains on whole sequences."""
+vector-env autoreset steps are real transitions, time-outs bootstrap and real ends do not, GAE
+and target_kl do what their definitions say, the GRU carries its state and zeroes it where an
+episode starts (in training and in evaluation), and compile=true really compiles the update.
+
+Rollouts are checked before the update that follows them (`before_each_update`), while the
+networks are still those that collected them."""
 
 from __future__ import annotations
 
@@ -13,8 +17,8 @@ from cli import scalars
 
 from agents.ppo import PPOAgent
 from agents.ppo_networks import GRUPolicy
-from training.onpolicy import OnPolicyWorkspace
-from training.workspace import compose_config, workspace_from_overrides
+from training.onpolicy import OnPolicyWorkspace, Rollout
+from training.workspace import workspace_from_overrides
 
 SMALL = ["agent.num_steps=32", "progress=lines", "resume.enabled=false"]
 
@@ -85,17 +89,130 @@ def test_autoreset_steps_are_transitions_and_returns_are_logged(tmp_path):
         assert scalars(tmp_path, f"ppo/{tag}"), tag
 
 
+def record_env_steps(ws: OnPolicyWorkspace) -> list[dict]:
+    """What the vector env returned at every step, copied (the env reuses its arrays)."""
+    seen: list[dict] = []
+    step = ws.envs.step
+
+    def recording_step(action):
+        out = step(action)
+        _, reward, terminated, truncated, info = out
+        ended = np.flatnonzero(terminated | truncated)
+        seen.append({
+            "reward": reward.copy(), "terminated": terminated.copy(),
+            "truncated": truncated.copy(),
+            "final_obs": {i: np.array(info["final_obs"][i], dtype=np.float32) for i in ended},
+        })  # fmt: skip
+        return out
+
+    ws.envs.step = recording_step
+    return seen
+
+
+def before_each_update(ws: OnPolicyWorkspace, check) -> None:
+    """Call ``check()`` after every rollout, before the update changes the networks that
+    collected it."""
+    update = ws.agent.update
+
+    def checked_update(batch, refresh_lr):
+        check()
+        return update(batch, refresh_lr)
+
+    ws.agent.update = checked_update
+
+
 def test_time_limit_truncation_bootstraps_from_the_final_observation(tmp_path):
+    # 20-step time limit: a fresh policy drops the pole in about as many steps, so a rollout
+    # holds both real ends (terminated) and time-outs (truncated).
     ws = workspace(
-        tmp_path, *SMALL, "num_train_frames=256", "eval_every_frames=100000",
-        "+env.kwargs.max_episode_steps=10",
+        tmp_path, *SMALL, "num_train_frames=512", "eval_every_frames=100000",
+        "+env.kwargs.max_episode_steps=20",
     )  # fmt: skip
+    env_steps = record_env_steps(ws)
+    ends = {"terminated": 0, "truncated": 0}
+
+    def check():
+        rollout = env_steps[-ws.agent.num_steps :]
+        expected = np.zeros(ws.rollout.rewards.shape)
+        for t, s in enumerate(rollout):
+            for i in range(ws.num_envs):
+                expected[t, i] = s["reward"][i]
+                if s["terminated"][i]:  # a real end: nothing follows, no bootstrap
+                    ends["terminated"] += 1
+                elif s["truncated"][i]:  # cut by the time limit: reward + gamma * V(final obs)
+                    ends["truncated"] += 1
+                    with torch.no_grad():
+                        final_value = ws.agent.net(torch.from_numpy(s["final_obs"][i]))[1]
+                    expected[t, i] += ws.agent.gamma * float(final_value)
+        np.testing.assert_allclose(ws.rollout.rewards, expected, rtol=1e-6)
+        ended = [s["terminated"] | s["truncated"] for s in rollout]
+        np.testing.assert_array_equal(ws.rollout.dones, np.array(ended, dtype=np.float32))
+
+    before_each_update(ws, check)
     ws.train()
-    buf = ws.rollout
-    cut = buf.dones.astype(bool)  # a fresh policy keeps the pole up for 10 steps: time-outs
-    assert cut.any()
-    assert np.all(buf.rewards[~cut] == 1.0)
-    assert np.any(buf.rewards[cut] != 1.0)  # 1 + gamma * V(final obs) for the time-outs
+    assert ends["terminated"] > 0 and ends["truncated"] > 0, ends
+
+
+def reference_gae(rewards, values, dones, next_value, gamma, lam):
+    """GAE as its definition reads: A_t = sum_k (gamma * lam)^k delta_{t+k}, summed up to the end
+    of the episode or of the rollout; a step that ends an episode has no next value."""
+    steps, envs = rewards.shape
+    adv = np.zeros((steps, envs))
+    for i in range(envs):
+        for t in range(steps):
+            for k in range(t, steps):
+                following = next_value[i] if k == steps - 1 else values[k + 1, i]
+                bootstrap = 0.0 if dones[k, i] else gamma * following
+                adv[t, i] += (gamma * lam) ** (k - t) * (rewards[k, i] + bootstrap - values[k, i])
+                if dones[k, i]:
+                    break
+    return adv
+
+
+def test_gae_matches_the_definition_with_episode_ends_inside_the_rollout():
+    rng = np.random.default_rng(0)
+    steps, envs = 7, 3
+    buf = Rollout(steps, envs, obs_dim=1, action_shape=(), hidden=0)
+    buf.values[:] = torch.from_numpy(rng.normal(size=(steps, envs)).astype(np.float32))
+    buf.rewards[:] = rng.normal(size=(steps, envs))
+    buf.dones[[2, 4], 0] = 1.0  # env 0: two ends inside the rollout
+    buf.dones[6, 1] = 1.0  # env 1: ends at the last step (the next value must not leak in)
+    next_value = rng.normal(size=envs).astype(np.float32)  # env 2 runs through: bootstrap
+    advantages, returns = buf.advantages(next_value, gamma=0.9, lam=0.8)
+    expected = reference_gae(buf.rewards, buf.values.numpy(), buf.dones, next_value, 0.9, 0.8)
+    np.testing.assert_allclose(advantages.numpy(), expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(returns.numpy(), expected + buf.values.numpy(), rtol=1e-5, atol=1e-6)
+
+
+def synthetic_rollout(agent: PPOAgent, steps: int, seed: int = 0) -> dict[str, torch.Tensor]:
+    """A rollout of random CartPole-sized observations acted on by ``agent``, random advantages."""
+    torch.manual_seed(seed)
+    n = agent.num_envs
+    obs = torch.randn(steps * n, 4)
+    action, log_prob, value, _ = agent.act_batch(
+        obs, torch.zeros(steps * n), agent.initial_state(steps * n)
+    )
+    advantages = torch.randn(steps * n)
+    batch = {
+        "obs": obs, "starts": torch.zeros(steps * n), "hidden": torch.zeros(steps * n, 0),
+        "actions": action.float(), "log_probs": log_prob, "values": value,
+        "advantages": advantages, "returns": value + advantages,
+    }  # fmt: skip
+    return {k: v.reshape(steps, n, *v.shape[1:]) for k, v in batch.items()}
+
+
+@pytest.mark.parametrize("target_kl,expected_steps", [(1e-7, 4), (1e6, 16), (None, 16)])
+def test_target_kl_stops_the_update_after_the_epoch_that_exceeds_it(target_kl, expected_steps):
+    # 4 epochs x 4 minibatches; a high LR moves the policy enough that the first epoch's mean
+    # approx KL passes the tiny target (its first minibatch sees KL 0: nothing changed yet).
+    agent = PPOAgent(
+        [4], [2], discrete=True, device="cpu", lr=1e-2, encoder={"bundle": "A"}, hidden_dim=16,
+        num_envs=4, num_steps=32, target_kl=target_kl,
+    )  # fmt: skip
+    steps = []
+    agent.optimizer.register_step_pre_hook(lambda *args: steps.append(1))
+    agent.update(synthetic_rollout(agent, 32), refresh_lr=lambda: None)
+    assert len(steps) == expected_steps
 
 
 def test_gru_state_resets_at_episode_starts():
@@ -155,28 +272,85 @@ def test_compiled_update_does_not_recompile_when_the_lr_changes(tmp_path):
     assert graphs[0] == graphs[-1] == 2  # the loss and the optimizer step, compiled once
 
 
-def test_a_float_lr_would_recompile_the_optimizer_step():
-    """Why compile=true stores LRs as tensors: a float LR is a constant of the compiled graph."""
-    torch._dynamo.reset()
-    param = torch.nn.Parameter(torch.ones(3))
-    optimizer = torch.optim.Adam([param], lr=1e-3)
-    step = torch.compile(optimizer.step, backend="eager")
-    for lr in (1e-3, 2e-3, 3e-3):
-        optimizer.param_groups[0]["lr"] = lr
-        param.grad = torch.ones(3)
-        step()
-    assert _compiled_graphs() > 1
+def gru_states_by_hand(net: GRUPolicy, obs, starts, hidden) -> list[torch.Tensor]:
+    """The state before every step and after the last, unrolled env by env with the policy's
+    own layers: a step that starts an episode begins from zeros, every other one from the state
+    the previous step left."""
+    inp, cell = net.encoder["inp"], net.encoder["gru"]
+    states = [hidden.clone()]
+    with torch.no_grad():
+        for t in range(obs.shape[0]):
+            nxt = torch.empty_like(hidden)
+            for i in range(obs.shape[1]):
+                before = torch.zeros_like(hidden[i]) if starts[t, i] else states[-1][i]
+                nxt[i] = cell(torch.tanh(inp(obs[t, i])).unsqueeze(0), before.unsqueeze(0))[0]
+            states.append(nxt)
+    return states
 
 
-def test_gru_policy_trains_and_evaluates_on_masked_cartpole(tmp_path):
+def test_gru_policy_carries_its_state_and_zeroes_it_at_episode_starts(tmp_path):
     ws = workspace(
-        tmp_path, *SMALL, "env=cartpole_masked", "encoder_bundle@agent=gru", "num_train_frames=512",
-        "eval_every_frames=256", "num_eval_episodes=2",
+        tmp_path, *SMALL, "env=cartpole_masked", "encoder_bundle@agent=gru", "num_train_frames=384",
+        "eval_every_frames=100000",
     )  # fmt: skip
     assert ws.eval_env.observation_space.shape == (2,)  # velocities hidden
+    env_steps = record_env_steps(ws)
+    carried = [ws.agent.initial_state(ws.num_envs)]  # the state the next rollout must start from
+    starts_seen, ended_before = [], []
+
+    def check():
+        buf, net = ws.rollout, ws.agent.net
+        ended = [s["terminated"] | s["truncated"] for s in env_steps[-ws.agent.num_steps :]]
+        # An episode starts after every end, and at the first step of the run.
+        first_starts = ended_before[-1] if ended_before else np.ones(ws.num_envs, dtype=bool)
+        expected_starts = np.array([first_starts, *ended[:-1]], dtype=np.float32)
+        np.testing.assert_array_equal(buf.starts.numpy(), expected_starts)
+        ended_before.append(ended[-1])
+        starts_seen.append(int(buf.starts[1:].sum()))
+        states = gru_states_by_hand(net, buf.obs, buf.starts, carried[-1])
+        torch.testing.assert_close(buf.hidden, torch.stack(states[:-1]))
+        with torch.no_grad():  # and the policy acted on them: the values are the critic's
+            torch.testing.assert_close(buf.values, net.critic(torch.stack(states[1:])).squeeze(-1))
+        carried.append(states[-1])
+
+    before_each_update(ws, check)
     ws.train()
-    assert ws.rollout.hidden.abs().sum() > 0  # the state is carried between steps
-    assert len(scalars(tmp_path, "eval/episode_return")) == 3  # steps 0, 256, 512
+    assert len(carried) == 4 and min(starts_seen) > 0  # 3 rollouts, episodes start inside each
+
+
+def test_evaluation_starts_every_episode_from_the_initial_recurrent_state(tmp_path):
+    ws = workspace(
+        tmp_path, *SMALL, "env=cartpole_masked", "encoder_bundle@agent=gru", "num_train_frames=256",
+        "eval_every_frames=128", "num_eval_episodes=3",
+    )  # fmt: skip
+    episodes: list[list[tuple[torch.Tensor, torch.Tensor]]] = []  # (state in, state out) per act
+    reset, act = ws.eval_env.reset, ws.agent.act
+    acting = [False]
+
+    def counting_reset(*args, **kwargs):
+        episodes.append([])
+        return reset(*args, **kwargs)
+
+    def flagged_act(*args, **kwargs):
+        acting[0] = True
+        try:
+            return act(*args, **kwargs)
+        finally:
+            acting[0] = False
+
+    def record(cell, args, output):
+        if acting[0]:
+            episodes[-1].append((args[1].clone(), output.clone()))
+
+    ws.eval_env.reset, ws.agent.act = counting_reset, flagged_act
+    ws.agent.net.encoder["gru"].register_forward_hook(record)
+    ws.train()
+    assert len(episodes) == 3 * 3  # evaluations at steps 0, 128, 256
+    for steps in episodes:
+        assert len(steps) > 1
+        assert torch.equal(steps[0][0], torch.zeros_like(steps[0][0]))  # a fresh state
+        for (_, out), (state_in, _) in zip(steps, steps[1:], strict=False):
+            assert torch.equal(state_in, out)  # carried from the previous step of the episode
 
 
 def test_drqv2_refuses_the_gru_bundle():
@@ -207,7 +381,58 @@ def test_every_vector_env_follows_the_curriculum_stage(tmp_path):
     loop.close()
 
 
-def test_top_level_compile_reaches_both_agents():
-    ppo = compose_config(["agent=ppo", "env=cartpole", "compile=true"])
-    drqv2 = compose_config(["compile=true"])
-    assert ppo.agent.compile is True and drqv2.agent.compile is True
+def test_top_level_compile_runs_the_ppo_update_through_torch_compile(tmp_path, monkeypatch):
+    # compile=true asks torch.compile for inductor; the spy hands dynamo a backend as cheap as
+    # eager instead, which counts how often the graphs it compiled really run.
+    torch._dynamo.reset()
+    requested: list[str] = []
+    graph_calls: list[int] = []
+
+    def counting_backend(graph, example_inputs):
+        index = len(graph_calls)
+        graph_calls.append(0)
+
+        def run(*args):
+            graph_calls[index] += 1
+            return graph.forward(*args)
+
+        return run
+
+    real_compile = torch.compile
+
+    def spy(fn, *, backend):
+        requested.append(backend)
+        return real_compile(fn, backend=counting_backend)
+
+    monkeypatch.setattr(torch, "compile", spy)
+    ws = workspace(
+        tmp_path, *SMALL, "compile=true", "num_train_frames=256", "eval_every_frames=100000"
+    )
+    ws.train()
+    torch._dynamo.reset()
+    assert requested == ["inductor", "inductor"]  # the loss and the optimizer step
+    minibatch_steps = 2 * 4 * 4  # 2 rollouts x 4 epochs x 4 minibatches
+    assert graph_calls == [minibatch_steps, minibatch_steps]
+
+
+def test_top_level_compile_runs_the_drqv2_update_through_torch_compile(monkeypatch, tmp_path):
+    torch._dynamo.reset()
+    requested: list[str] = []
+    real_compile = torch.compile
+
+    def spy(fn, *, backend):
+        requested.append(backend)
+        return real_compile(fn, backend="eager")
+
+    monkeypatch.setattr(torch, "compile", spy)
+    ws = workspace_from_overrides(
+        ["compile=true", "num_train_frames=300", "num_seed_frames=200", "replay.batch_size=16",
+         "agent.hidden_dim=16", "agent.feature_dim=8", "eval_every_frames=100000",
+         "progress=lines"], tmp_path,
+    )  # fmt: skip
+    ws.train()
+    torch._dynamo.reset()
+    # Both losses and the three optimizers' steps; the LRs are tensors the controller fills.
+    assert requested == ["inductor"] * 5
+    assert all(isinstance(g["lr"], torch.Tensor) for o in ws.agent.optimizers.values()
+               for g in o.param_groups)  # fmt: skip

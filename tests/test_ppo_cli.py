@@ -1,4 +1,4 @@
-"""PPO through the real CLI: the documented command, and kill/resume keeping the LR trace."""
+"""PPO through the real CLI: the documented commands, and kill/resume keeping the LR trace."""
 
 from __future__ import annotations
 
@@ -7,9 +7,20 @@ from collections import Counter
 
 import pytest
 import torch
-from cli import kill_then_rerun, run_cli, scalars, start_cli, wait_for_checkpoint_step
+from cli import (
+    kill_then_rerun,
+    latest,
+    optimizer_lrs,
+    result,
+    run_cli,
+    scalars,
+    start_cli,
+    wait_for_checkpoint_step,
+)
 
 from training import checkpoint
+from training.run import compile_run_schedules
+from training.workspace import compose_config
 
 # Rollouts of 4 x 64 = 256 steps; a warmup then cosine LR that changes at every rollout.
 PPO = [
@@ -67,3 +78,24 @@ def test_sigterm_mid_rollout_saves_the_last_update_and_resumes(straight, tmp_pat
     resumed = run_cli(*PPO, run_dir=tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert_same_lr_trace(straight, tmp_path)
+
+
+def test_documented_continuous_action_command_ends_on_the_schedule(tmp_path):
+    # LR_SCHEDULING.md: `python train_curriculum.py agent=ppo env=pendulum agent.step_on=epoch`,
+    # with a tiny budget and a decaying schedule (so the final LR is not the base LR).
+    args = [
+        "agent=ppo", "env=pendulum", "agent.step_on=epoch", "lr_schedule=warmup_cosine",
+        "agent.num_steps=32", "num_train_frames=600", "eval_every_frames=100000",
+        "num_eval_episodes=1", "progress=lines",
+    ]  # fmt: skip
+    done = run_cli(*args, run_dir=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert result(tmp_path)["status"] == "completed"
+    state = latest(tmp_path)
+    final = -(-600 // (4 * 32)) * (4 * 32)  # the first rollout end at or past the budget: 640
+    assert state["global_step"] == final
+    assert state["agent"]["log_std"].shape == (1,)  # a Gaussian policy over the 1-D torque
+    schedules = compile_run_schedules(compose_config(args))
+    expected = {name: schedules[name](final) for name in ("encoder", "actor", "critic")}
+    assert expected["actor"] < 2.5e-4  # decayed below the base LR: the comparison can fail
+    assert optimizer_lrs(state) == pytest.approx(expected, rel=1e-12)

@@ -7,13 +7,14 @@ import csv
 import json
 import os
 import stat
+import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
 import pytest
 import yaml
-from cli import TINY, run_cli, scalars
+from cli import ROOT, TINY, run_cli, scalars
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
 
@@ -108,6 +109,65 @@ def test_ranking_breaks_return_ties_by_stage_reached():
     assert [r["job"] for r in sweep_summary.rank(rows)] == [3, 2, 0, 1, 4]
 
 
+def hand_made_job(sweep_dir: Path, num: int, overrides: list[str], result: dict | None) -> Path:
+    """A job dir as Hydra and the run leave it: ``.hydra/hydra.yaml``, and ``result.json`` unless
+    the job was killed from outside."""
+    run_dir = sweep_dir / f"{num}_{','.join(overrides)}"
+    (run_dir / ".hydra").mkdir(parents=True)
+    hydra_yaml = {"hydra": {"job": {"num": num}, "overrides": {"task": overrides}}}
+    (run_dir / ".hydra" / "hydra.yaml").write_text(yaml.safe_dump(hydra_yaml))
+    if result is not None:
+        (run_dir / "result.json").write_text(json.dumps(result))
+    return run_dir
+
+
+def finished(final: float, stage: int, **extra) -> dict:
+    return {
+        "status": "completed", "error": None, "final_eval_return": final,
+        "best_eval_return": final + 1.0, "stage_reached": stage, "num_stages": 3,
+        "stage_name": ["reach", "hold", "track"][stage], "final_stage_step": None,
+        "global_step": 1000, "wall_time_s": 12.5, "steps_per_s": 80.0, **extra,
+    }  # fmt: skip
+
+
+def test_summary_rebuilt_by_hand_from_the_job_dirs(tmp_path):
+    results = {
+        0: finished(10.0, 1),
+        1: finished(30.0, 2, final_stage_step=800),
+        2: {**finished(50.0, 0), "status": "failed", "error": "Diverged: diverged at step 7"},
+        3: None,  # killed from outside: no result.json
+    }
+    for num, result in results.items():
+        hand_made_job(tmp_path, num, ["seed=0", f"lr={num + 1}e-4"], result)
+    proc = subprocess.run(
+        [sys.executable, "-m", "sweeps.summary", str(tmp_path)],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 1  # a job failed
+    assert "error: job 2 (lr=3e-4) failed: Diverged: diverged at step 7" in proc.stderr
+    assert "error: job 3 (lr=4e-4) missing: no result.json" in proc.stderr
+    rows = summary_rows(tmp_path)
+    assert [(r["rank"], r["job"], r["status"]) for r in rows] == [
+        ("1", "1", "completed"), ("2", "0", "completed"), ("3", "2", "failed"),
+        ("4", "3", "missing"),
+    ]  # fmt: skip
+    for row in rows:
+        result = results[int(row["job"])] or {}
+        assert row["overrides"] == f"lr={int(row['job']) + 1}e-4"  # the common seed=0 left out
+        for column in ("final_eval_return", "best_eval_return", "global_step", "wall_time_s",
+                       "steps_per_s", "final_stage_step"):  # fmt: skip
+            value = result.get(column)
+            assert (row[column] == "") if value is None else float(row[column]) == value, column
+        assert row["error"] == (result.get("error") or "")
+    assert rows[0]["stage"] == "3/3 track" and rows[1]["stage"] == "2/3 hold"
+    markdown = (tmp_path / "summary.md").read_text()
+    assert "**Winner: job 1 (lr=2e-4)**, final eval return 30, stage 3/3 track." in markdown
+    assert "2 of 4 jobs completed." in markdown and "Common to every job: `seed=0`" in markdown
+    table = [line for line in markdown.splitlines() if line.startswith("| ")]
+    assert [line.split(" | ")[1] for line in table[1:]] == ["1", "0", "2", "3"]  # job column
+    assert (tmp_path / "summary.png").read_bytes()[:4] == b"\x89PNG"
+
+
 def test_joblib_runs_jobs_in_parallel_and_reseeds_reused_workers(tmp_path):
     proc = sweep(
         "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "seed=0,1,0", sweep_dir=tmp_path
@@ -196,11 +256,16 @@ def test_slurm_launcher_writes_the_batch_script_and_runs_without_a_cluster(tmp_p
 
 def test_optuna_search_finds_the_best_trial_and_the_summary_agrees(tmp_path):
     pytest.importorskip("hydra_plugins.hydra_optuna_sweeper", reason='pip install -e ".[optuna]"')
+    import optuna
+
+    storage = f"sqlite:///{tmp_path / 'lr_search.db'}"  # the documented way to keep a study
     proc = sweep("hydra/sweeper=lr_search", "hydra.sweeper.n_trials=3", "hydra.sweeper.n_jobs=3",
-                 sweep_dir=tmp_path)  # fmt: skip
+                 f"hydra.sweeper.storage={storage}", sweep_dir=tmp_path)  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     best = yaml.safe_load((tmp_path / "optimization_results.yaml").read_text())
     assert set(best["best_params"]) == {"lr", "lr_schedule", "lr_schedule.warmup_frac"}
     winner = summary_rows(tmp_path)[0]
     assert float(winner["final_eval_return"]) == pytest.approx(best["best_value"])
     assert f"lr_schedule={best['best_params']['lr_schedule']}" in winner["overrides"]
+    study = optuna.load_study(study_name="lr_search", storage=storage)  # it can be continued
+    assert len(study.trials) == 3 and study.best_value == pytest.approx(best["best_value"])
