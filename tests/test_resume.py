@@ -100,7 +100,7 @@ def test_a_signal_leaves_a_complete_checkpoint_and_the_run_resumes(tmp_path, sig
     assert state["replay"]["size"] == step  # one transition per step, all kept
     assert state["curriculum"]["episodes"] >= 1 and state["rng"]["torch"].numel() > 0
     assert all(state["agent"]["optimizers"][n]["state"] for n in NETWORKS)  # Adam moments saved
-    assert sorted(p.name for p in ckpt_dir.iterdir()) == ["latest.pt"]  # no temp files left
+    assert sorted(p.name for p in ckpt_dir.iterdir()) == ["latest.pt", "previous.pt"]  # no temp
     again = run_cli(*args, run_dir=tmp_path)
     assert again.returncode == 0, again.stderr[-3000:]
     assert latest(tmp_path)["global_step"] == 4000

@@ -283,7 +283,10 @@ class Workspace:
 
     def checkpoint_state(self, purge_from: int) -> dict[str, Any]:
         """Everything needed to continue from ``global_step``; ``purge_from`` is the first step
-        whose TensorBoard events this state does not account for (a resume hides them)."""
+        whose TensorBoard events this state does not account for (a resume hides them).
+        The optimizers are given the LRs of ``global_step`` first, so the checkpoint holds the
+        LRs its step continues with."""
+        self.lr.apply(self.global_step)
         self.result["wall_time_s"] = time.time() - self._t0
         return {
             "global_step": self.global_step,
