@@ -61,6 +61,14 @@ def run_cli(*args: str, run_dir: Path | None = None, env: dict | None = None, ti
     )
 
 
+def finished_run(tmp_path_factory, *args: str) -> Path:
+    """A completed CLI run in a fresh dir (for module-scoped fixtures several tests read)."""
+    run_dir = tmp_path_factory.mktemp("finished")
+    done = run_cli(*args, run_dir=run_dir)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return run_dir
+
+
 def start_cli(*args: str, run_dir: Path) -> subprocess.Popen:
     """Start train_curriculum.py in the background (to signal it); output piped."""
     cmd = [sys.executable, str(ROOT / "train_curriculum.py"), *args, f"hydra.run.dir={run_dir}"]

@@ -9,7 +9,7 @@ import time
 
 import pytest
 import torch
-from cli import TINY, latest, result, run_cli, start_cli
+from cli import TINY, finished_run, latest, result, run_cli, start_cli
 
 from training import checkpoint
 from training.checks import ConfigError, check_run_config
@@ -29,10 +29,7 @@ def files(run_dir):
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):
     """A finished tiny DrQ-v2 run (copied per test so each may damage its own)."""
-    run_dir = tmp_path_factory.mktemp("finished")
-    done = run_cli(*SHORT, run_dir=run_dir)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return run_dir
+    return finished_run(tmp_path_factory, *SHORT)
 
 
 @pytest.fixture

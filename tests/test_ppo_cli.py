@@ -8,6 +8,7 @@ from collections import Counter
 import pytest
 import torch
 from cli import (
+    finished_run,
     kill_then_rerun,
     latest,
     optimizer_lrs,
@@ -35,10 +36,7 @@ TAGS = (*LR_TAGS, "train/episode_return", "ppo/approx_kl", "eval/episode_return"
 
 @pytest.fixture(scope="module")
 def straight(tmp_path_factory):
-    run_dir = tmp_path_factory.mktemp("straight")
-    done = run_cli(*PPO, run_dir=run_dir)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return run_dir
+    return finished_run(tmp_path_factory, *PPO)
 
 
 def assert_same_lr_trace(straight, resumed):

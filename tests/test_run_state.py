@@ -130,3 +130,49 @@ def test_result_bookkeeping_and_curriculum_survive_a_resume(tmp_path, monkeypatc
     assert summary["wall_time_s"] > before["wall_time_s"]
     assert resumed.env.unwrapped.difficulty == resumed.curriculum.params
     assert math.isfinite(summary["final_eval_return"])
+
+
+def test_resume_restores_replay_adam_state_and_rng_and_closes_the_open_episode(tmp_path):
+    import numpy as np
+    import torch
+
+    from training import checkpoint
+
+    first = workspace_from_overrides(TINY, tmp_path)
+    stop_at(first, 700)
+    saved = checkpoint.load(tmp_path / "checkpoints" / "latest.pt")
+    resumed = workspace_from_overrides(TINY, tmp_path)
+    # Right after construction, before the loop: everything equals the checkpoint.
+    replay = resumed.replay.state_dict()
+    for key in ("obs", "action", "reward", "terminated", "episode_end"):
+        np.testing.assert_array_equal(replay[key], saved["replay"][key], err_msg=key)
+    assert (replay["size"], replay["cursor"]) == (
+        saved["replay"]["size"],
+        saved["replay"]["cursor"],
+    )
+    for name, opt in resumed.agent.optimizers.items():
+        state = opt.state_dict()["state"]
+        for index, moments in saved["agent"]["optimizers"][name]["state"].items():
+            assert float(state[index]["step"]) == float(moments["step"]) > 0, name
+            torch.testing.assert_close(state[index]["exp_avg"], moments["exp_avg"])
+    for name, net in (("actor", resumed.agent.actor), ("critic", resumed.agent.critic)):
+        for key, value in net.state_dict().items():
+            torch.testing.assert_close(value, saved["agent"][name][key])
+    assert torch.equal(torch.get_rng_state(), saved["rng"]["torch"])
+    assert np.array_equal(np.random.get_state()[1], saved["rng"]["numpy"][1])
+    # The episode the stop interrupted cannot go on: the loop closes it as a time-out, so
+    # n-step targets bootstrap instead of running into the next episode.
+    last = (saved["replay"]["cursor"] - 1) % saved["replay"]["capacity"]
+    assert not saved["replay"]["episode_end"][last]  # open in the checkpoint (mid-episode)
+    next(resumed.steps())
+    ends = resumed.replay.state_dict()["episode_end"]
+    assert ends[last] and not resumed.replay.state_dict()["terminated"][last]
+
+
+def test_a_temp_file_left_by_a_kill_mid_write_is_removed_at_the_next_start(tmp_path):
+    first = workspace_from_overrides(TINY, tmp_path)
+    stop_at(first, 600)
+    leftover = tmp_path / "checkpoints" / ".latest.pt.tmp-424242"
+    leftover.write_bytes(b"half a checkpoint")
+    resumed = workspace_from_overrides(TINY, tmp_path)
+    assert resumed.global_step == 600 and not leftover.exists()
