@@ -17,8 +17,8 @@ $(VENV)/.installed: pyproject.toml
 train: setup  ## a real training run on the default env (state gimbal, DrQ-v2, constant LR)
 	$(BIN)/python train_curriculum.py $(ARGS)
 
-test: setup
-	$(BIN)/python -m pytest -q $(ARGS)
+test: setup  ## the whole suite, two workers (most tests are subprocess runs of the CLI)
+	$(BIN)/python -m pytest -q -n 2 $(ARGS)
 
 bench: setup
 	$(BIN)/python benchmarks/schedule_overhead.py

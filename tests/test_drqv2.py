@@ -203,7 +203,7 @@ def test_shipped_configs_instantiate(bundle, kind):
         OmegaConf.load(CFGS / "agent" / "drqv2.yaml"),
         OmegaConf.load(CFGS / "encoder_bundle" / f"enc_{bundle}.yaml"),
     )
-    root = OmegaConf.create({"device": "cpu", "lr": 1e-4, "agent": agent_cfg})
+    root = OmegaConf.create({"device": "cpu", "lr": 1e-4, "compile": False, "agent": agent_cfg})
     agent = instantiate(root.agent, obs_shape=list(OBS_KINDS[kind]), action_shape=[2])
     assert isinstance(agent, DrQV2Agent)
     assert agent.optimizers["critic"].param_groups[0]["lr"] == 1e-4

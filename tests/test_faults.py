@@ -105,19 +105,29 @@ def test_resume_disabled_on_a_dir_with_a_run_needs_overwrite(run_dir):
     assert "resuming from" not in fresh.stderr
 
 
-@pytest.mark.parametrize(
-    "damage,words",
-    [
-        (lambda p: p.write_bytes(b""), "is empty"),
-        (lambda p: p.write_bytes(bytes(range(256)) * 50), "not a readable checkpoint"),
-        (lambda p: p.write_bytes(p.read_bytes()[: p.stat().st_size // 2]), "not a readable"),
-        (lambda p: torch.save({"weights": torch.ones(2)}, p), "no global_step"),
-    ],
-    ids=["empty", "random", "truncated", "wrong-structure"],
-)
-def test_a_damaged_latest_falls_back_to_previous_or_says_what_is_wrong(run_dir, damage, words):
-    latest_pt = run_dir / "checkpoints" / "latest.pt"
-    damage(latest_pt)
+DAMAGES = {
+    "empty": (lambda p: p.write_bytes(b""), "is empty"),
+    "random": (lambda p: p.write_bytes(bytes(range(256)) * 50), "not a readable checkpoint"),
+    "truncated": (lambda p: p.write_bytes(p.read_bytes()[: p.stat().st_size // 2]),
+                  "not a readable checkpoint"),
+    "wrong-structure": (lambda p: torch.save({"weights": torch.ones(2)}, p), "no global_step"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", list(DAMAGES))
+def test_a_damaged_checkpoint_is_named_with_what_is_wrong(finished, tmp_path, kind):
+    damage, words = DAMAGES[kind]
+    path = tmp_path / "latest.pt"
+    path.write_bytes((finished / "checkpoints" / "latest.pt").read_bytes())
+    damage(path)
+    with pytest.raises(checkpoint.CheckpointError, match=words) as err:
+        checkpoint.load(path)
+    assert str(path) in str(err.value) and "weights_only" not in str(err.value)
+
+
+def test_a_damaged_latest_falls_back_to_previous_and_none_readable_is_refused(run_dir):
+    damage, words = DAMAGES["truncated"]
+    damage(run_dir / "checkpoints" / "latest.pt")
     fallback = run_cli(*SHORT, "num_train_frames=1500", "resume.allow_schedule_change=true",
                        run_dir=run_dir)  # fmt: skip
     assert fallback.returncode == 0, fallback.stderr[-2000:]
@@ -126,11 +136,12 @@ def test_a_damaged_latest_falls_back_to_previous_or_says_what_is_wrong(run_dir, 
     assert latest(run_dir)["global_step"] == 1500
 
     damage(run_dir / "checkpoints" / "latest.pt")
-    damage(run_dir / "checkpoints" / "previous.pt")
+    DAMAGES["empty"][0](run_dir / "checkpoints" / "previous.pt")
     before = files(run_dir)
     refused = run_cli(*SHORT, "num_train_frames=1500", run_dir=run_dir)
     assert refused.returncode == 2
     assert "latest.pt" in refused.stderr and words in refused.stderr
+    assert "previous.pt is empty" in refused.stderr
     assert "resume.overwrite=true" in refused.stderr and "Traceback" not in refused.stderr
     assert files(run_dir) == before
 

@@ -211,7 +211,7 @@ def test_target_kl_stops_the_update_after_the_epoch_that_exceeds_it(target_kl, e
     )  # fmt: skip
     steps = []
     agent.optimizer.register_step_pre_hook(lambda *args: steps.append(1))
-    agent.update(synthetic_rollout(agent, 32), refresh_lr=lambda: None)
+    agent.update(synthetic_rollout(agent, 32), refresh_lr=lambda progress: None)
     assert len(steps) == expected_steps
 
 
@@ -259,6 +259,7 @@ def test_compiled_update_does_not_recompile_when_the_lr_changes(tmp_path):
     # The eager backend keeps the test fast; recompiles are decided by dynamo's guards, which are
     # the same for every backend (compile=true uses inductor: see LR_SCHEDULING.md for timings).
     torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()  # graphs other tests compiled in this process
     ws = workspace(
         tmp_path, *SMALL, "num_train_frames=1024", "lr_schedule=warmup_cosine",
         "agent.compile=eager", "eval_every_frames=100000",

@@ -4,7 +4,9 @@ summed over parallel envs. Updating more often, running more envs, or repeating 
 global step the optimizers hold the same LRs.
 
 Each run counts its env steps at the env itself (not the loop's counter) and records, at every
-optimizer step, that count and the LRs in the optimizer's param groups."""
+optimizer step, that count and the LRs in the optimizer's param groups. PPO spreads a rollout's
+gradient steps over the rollout's global steps (`agent.step_on`), so there the key is the global
+step the LR was computed for, checked to lie inside the rollout just collected."""
 
 from __future__ import annotations
 
@@ -44,12 +46,25 @@ def lrs_by_env_step(overrides: list[str], run_dir: Path) -> dict[int, dict[str, 
         return step(action)
 
     env.step = counting_step
+    clock = [None]
+    if hasattr(ws, "envs"):
+        apply = ws.lr.apply
+
+        def remember(step):
+            clock[0] = step
+            return apply(step)
+
+        ws.lr.apply = remember
     seen: dict[int, dict[str, float]] = {}
     optimizers = getattr(ws.agent, "optimizers", None) or {"": ws.agent.optimizer}
     for label, optimizer in optimizers.items():
 
         def record(opt, args, kwargs, label=label):
-            lrs = seen.setdefault(taken[0], {})
+            at = taken[0]
+            if clock[0] is not None:  # on-policy: within the rollout just collected
+                assert at - ws.num_envs * ws.agent.num_steps <= clock[0] < at
+                at = clock[0]
+            lrs = seen.setdefault(at, {})
             for group in opt.param_groups:
                 lrs[group.get("name", label)] = float(group["lr"])
 
