@@ -132,10 +132,11 @@ def load(path: str | Path) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # zip, pickle and torch errors all mean "not readable"
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        # Only the error's kind: torch's own text advises weights_only=False, which would
+        # execute whatever the file holds.
         raise CheckpointError(
             f"{path} ({size} bytes) is not a readable checkpoint of this project: truncated, "
-            f"corrupted or another program's file ({type(err).__name__}: {first[:200]})"
+            f"corrupted or another program's file ({type(err).__name__})"
         ) from None
     if not isinstance(state, dict) or "global_step" not in state:
         raise CheckpointError(f"{path} is not a checkpoint of this project (no global_step in it)")
