@@ -41,9 +41,21 @@ def _horizon(schedules: Mapping[str, LRFunction], total_steps: int | None) -> in
     return max(int(last * 1.1), 1)
 
 
+MAX_MARKS = 300  # boundaries drawn (and sampled on both sides); more are thinned evenly
+
+
+def _thin(marks: np.ndarray, most: int = MAX_MARKS) -> np.ndarray:
+    """At most ``most`` of ``marks``, evenly spread: a figure cannot show more, and a huge
+    preset (tens of thousands of intervals) would take minutes to draw."""
+    if len(marks) <= most:
+        return marks
+    return marks[np.linspace(0, len(marks) - 1, most).astype(np.int64)]
+
+
 def _sample_steps(schedule: LRFunction, horizon: int, points: int = 2000) -> np.ndarray:
-    """A grid plus both sides of every boundary, so steps and jumps are drawn sharp."""
-    marks = np.array([b for b in _boundaries(schedule) if b <= horizon], dtype=np.int64)
+    """A grid plus both sides of every boundary (up to `MAX_MARKS` of them), so steps and jumps
+    are drawn sharp."""
+    marks = _thin(np.array([b for b in _boundaries(schedule) if b <= horizon], dtype=np.int64))
     grid = np.linspace(0, horizon, points).astype(np.int64)
     steps = np.concatenate([grid, marks, np.maximum(marks - 1, 0)])
     return np.unique(np.clip(steps, 0, horizon))
@@ -109,11 +121,11 @@ def _draw(
     marked: set[int] = set()
     for name, schedule in schedules.items():
         steps = _sample_steps(schedule, horizon)
-        (line,) = ax.plot(steps, _values(schedule, steps), label=name, linewidth=1.6)
-        for boundary in _boundaries(schedule)[1:]:
-            if boundary < horizon and boundary not in marked:
-                ax.axvline(boundary, color="0.6", linestyle=":", linewidth=0.8)
-                marked.add(boundary)
+        ax.plot(steps, _values(schedule, steps), label=name, linewidth=1.6)
+        marked.update(b for b in _boundaries(schedule)[1:] if b < horizon)
+    if marked:  # one artist for all boundary lines, however many
+        ax.vlines(_thin(np.array(sorted(marked))), 0, 1, transform=ax.get_xaxis_transform(),
+                  colors="0.6", linestyles=":", linewidth=0.8)  # fmt: skip
     if total_steps:
         ax.axvline(
             total_steps, color="tab:red", linestyle="--", linewidth=0.9, label="end of training"
@@ -122,7 +134,7 @@ def _draw(
     ax.set_xlabel("global step")
     ax.set_ylabel("learning rate")
     ax.grid(True, which="both", alpha=0.25)
-    ax.legend(fontsize="small")
+    ax.legend(fontsize="small", loc="upper right")
     if title:
         ax.set_title(title)
 

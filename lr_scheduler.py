@@ -34,7 +34,7 @@ import math
 import os
 import weakref
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import dataclass, fields, replace
 from types import MappingProxyType
 from typing import Any
 
@@ -176,7 +176,10 @@ class Interval:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data, without fields this shape does not use."""
-        return {k: v for k, v in asdict(self).items() if v is not None}
+        return {k: v for k in _INTERVAL_FIELDS if (v := getattr(self, k)) is not None}
+
+
+_INTERVAL_FIELDS = tuple(f.name for f in fields(Interval))
 
 
 class Schedule:
@@ -350,6 +353,23 @@ def _resolve(node: Any, path: str) -> Any:
             out_list.append(_resolve(value, f"{path}[{i}]"))
         return out_list
     return node
+
+
+def _has_interpolation(value: Any) -> bool:
+    """Whether a plain config holds any ``${...}`` (only then is OmegaConf needed to resolve)."""
+    try:
+        return "${" in json.dumps(value, default=str)
+    except ValueError:  # a circular structure: let OmegaConf report it
+        return True
+
+
+def _copy_plain(value: Any) -> Any:
+    """A copy of nested dicts and lists (the leaves are immutable): deepcopy, minus its cost."""
+    if isinstance(value, dict):
+        return {k: _copy_plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_copy_plain(v) for v in value]
+    return value
 
 
 def _number(value: Any, path: str, what: str) -> float:
@@ -796,19 +816,25 @@ def compile_schedules(
     base = {n: float(base_lr[n] if isinstance(base_lr, Mapping) else base_lr) for n in networks}
     for name, value in base.items():
         _lr(value, f"base lr of {name}" if isinstance(base_lr, Mapping) else "lr")
-    if isinstance(spec, DictConfig):
+    fresh = isinstance(spec, DictConfig)  # converted below: a copy nobody else holds
+    if fresh:
         spec = OmegaConf.to_container(spec, resolve=False)
-    if isinstance(context, DictConfig):
-        context = OmegaConf.to_container(context, resolve=False)
-    root: dict[str, Any] = copy.deepcopy(dict(context or {}))
-    root.update(lr=base[networks[0]], num_train_frames=total_steps, action_repeat=1)
-    parent = root
-    *heads, leaf = path.split(".")
-    for head in heads:
-        parent = parent.setdefault(head, {})
-    parent[leaf] = copy.deepcopy(spec) if spec is not None else {}
-    node = OmegaConf.select(OmegaConf.create(root), path)
-    resolved = _resolve(node, path)
+    if not _has_interpolation(spec):  # plain data (e.g. a huge exported preset): no OmegaConf
+        resolved = {} if spec is None else spec if fresh else _copy_plain(spec)
+    else:
+        top = path.split(".")[0]  # replaced by ``spec`` below: not worth copying
+        if isinstance(context, DictConfig):
+            keep = [k for k in context.keys() if k != top]
+            context = OmegaConf.to_container(OmegaConf.masked_copy(context, keep), resolve=False)
+        root: dict[str, Any] = copy.deepcopy({k: v for k, v in (context or {}).items() if k != top})
+        root.update(lr=base[networks[0]], num_train_frames=total_steps, action_repeat=1)
+        parent = root
+        *heads, leaf = path.split(".")
+        for head in heads:
+            parent = parent.setdefault(head, {})
+        parent[leaf] = copy.deepcopy(spec)
+        node = OmegaConf.select(OmegaConf.create(root), path)
+        resolved = _resolve(node, path)
     if not isinstance(resolved, Mapping):
         raise ScheduleError(path, f"expected a mapping of network schedules, got {resolved!r}")
 

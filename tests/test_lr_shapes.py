@@ -197,3 +197,17 @@ def test_plots_draw_the_schedules_and_write_pngs(tmp_path):
     for name in ("one.png", "two.png"):
         pixels = imread(tmp_path / name)
         assert pixels.ndim == 3 and pixels.shape[0] > 200 and pixels.std() > 0.05  # not blank
+
+
+def test_a_preset_with_thousands_of_intervals_plots_a_thinned_figure(tmp_path):
+    from matplotlib.collections import LineCollection
+
+    rows = [{"start": 100 * k, "lr": 1e-4 * (1 - k / 4000)} for k in range(3000)]
+    sset = L.compile_schedules({"actor": {"intervals": rows}}, base_lr=1e-4, total_steps=300_000)
+    assert len(sset["actor"].intervals) == 3000 and sset["actor"](150) == rows[1]["lr"]
+    fig = lr_preview.plot_schedules(sset, path=tmp_path / "huge.png")
+    marks = [c for c in fig.axes[0].collections if isinstance(c, LineCollection)]
+    assert len(marks) == 1 and len(marks[0].get_segments()) == lr_preview.MAX_MARKS
+    line = next(ln for ln in fig.axes[0].get_lines() if ln.get_label() == "actor")
+    x, y = line.get_data()
+    np.testing.assert_allclose(y, [sset["actor"](int(t)) for t in x], rtol=1e-12)
