@@ -129,7 +129,7 @@ def test_spec_training_lines_with_tiny_budget(tmp_path):
         "lr_schedule=differential encoder_bundle@agent=enc_B",
         "env=pendulum lr_schedule=gentle_decay",
     ]):  # fmt: skip
-        proc = run_cli(*line.split(), *TINY, run_dir=tmp_path / str(k))
+        proc = run_cli(*line.split(), *TINY, "num_train_frames=1000", run_dir=tmp_path / str(k))
         assert proc.returncode == 0, (line, proc.stderr[-3000:])
         assert scalars(tmp_path / str(k), "eval/episode_return"), line
 
