@@ -1026,6 +1026,7 @@ class LRController:
                 binding = by_schedule[schedule] = _Binding(schedule)
                 self._bindings.append(binding)
             binding.networks.append(name)
+        self._spec: dict[str, list[dict[str, Any]]] | None = None
         self._current: dict[str, float] = {}
         self._view = MappingProxyType(self._current)
         self._lo, self._hi = 0, -1  # the steps [lo, hi) over which no LR changes
@@ -1140,10 +1141,9 @@ class LRController:
 
     def state_dict(self) -> dict[str, Any]:
         """Plain data: the schedule's fingerprint and spec (the step lives in the trainer)."""
-        return {
-            "fingerprint": self.fingerprint,
-            "spec": {n: s.to_spec() for n, s in self.schedules.items()},
-        }
+        if self._spec is None:  # fixed for the controller's life; huge presets are slow to dump
+            self._spec = {n: s.to_spec() for n, s in self.schedules.items()}
+        return {"fingerprint": self.fingerprint, "spec": self._spec}
 
     def load_state_dict(
         self, state: Mapping[str, Any] | None, *, allow_change: bool = False

@@ -232,7 +232,8 @@ def test_kill_switch_values(monkeypatch, value, disabled):
 
     monkeypatch.setenv("LR_SCHEDULE_DISABLE", value)
     spec = {"actor": {"intervals": [{"start": 0, "lr": 1e-3}]}}
-    assert L.compile_schedules(spec, base_lr=1e-4).disabled is disabled
+    actor = L.compile_schedules(spec, base_lr=1e-4)["actor"]
+    assert actor(500) == (1e-4 if disabled else 1e-3)  # the base lr, or the preset's
 
 
 def test_kill_switch_garbage_is_an_error_naming_the_variable(tmp_path):
@@ -268,3 +269,27 @@ def test_no_room_or_no_write_access_for_checkpoints_fails_at_start(tmp_path, mon
     with pytest.raises(ResumeRefused, match=r"cannot write checkpoints to .*Permission denied"):
         workspace_from_overrides(SHORT, tmp_path / "ro")
     assert not (tmp_path / "ro" / "tb").exists()  # refused before TensorBoard opened
+
+
+def test_lock_rules_for_other_hosts_and_requeued_slurm_jobs(tmp_path, monkeypatch):
+    import os
+
+    from training.rundir import STALE_AFTER_S, RunDirBusy, RunLock
+
+    lock = tmp_path / ".lock"
+    lock.write_text(json.dumps({"host": "node-7", "pid": 1, "slurm_job_id": "41"}))
+    with pytest.raises(RunDirBusy, match=r"pid 1 on node-7"):  # fresh heartbeat elsewhere
+        RunLock(tmp_path).acquire()
+    assert json.loads(lock.read_text())["host"] == "node-7"  # not touched
+
+    monkeypatch.setenv("SLURM_JOB_ID", "41")  # the same job, requeued on another node
+    with RunLock(tmp_path):
+        assert json.loads(lock.read_text())["pid"] == os.getpid()
+    assert not lock.exists()  # released
+
+    monkeypatch.delenv("SLURM_JOB_ID")
+    lock.write_text(json.dumps({"host": "node-7", "pid": 1}))
+    old = time.time() - STALE_AFTER_S - 5  # its holder stopped beating
+    os.utime(lock, (old, old))
+    with RunLock(tmp_path):
+        assert json.loads(lock.read_text())["pid"] == os.getpid()

@@ -157,12 +157,13 @@ class OnPolicyWorkspace(Workspace):
                 self.log_lrs(0)
             while self.global_step < self.total_steps:
                 before = self.global_step
-                # As of the last update; events of this rollout come after it.
-                at_rollout_start = self.checkpoint_state(purge_from=before + 1)
+                # Networks change only in updates; the rest is kept as of this moment, so a
+                # signal mid-rollout saves the state as of the last update.
+                at_rollout_start = self.bookkeeping()
                 carried = self._collect(obs, starts, hidden)
                 if carried is None:
-                    self.global_step = before
-                    self.save(at_rollout_start)
+                    self.global_step = before  # events of the dropped rollout come after it
+                    self.save(self.checkpoint_state(before + 1, at_rollout_start))
                     raise Preempted(self._signal)
                 obs, starts, hidden = carried
                 step = self.global_step

@@ -281,20 +281,33 @@ class Workspace:
             return lr_scheduler.LRController.for_optimizers(self.schedules, optimizers)
         return lr_scheduler.LRController.for_named_groups(self.schedules, self.agent.optimizer)
 
-    def checkpoint_state(self, purge_from: int) -> dict[str, Any]:
-        """Everything needed to continue from ``global_step``; ``purge_from`` is the first step
-        whose TensorBoard events this state does not account for (a resume hides them).
-        The optimizers are given the LRs of ``global_step`` first, so the checkpoint holds the
-        LRs its step continues with."""
-        self.lr.apply(self.global_step)
+    def bookkeeping(self) -> dict[str, Any]:
+        """What changes outside the networks while the agent acts (episodes, curriculum, RNG,
+        results): the part of a checkpoint a loop may need to keep as of an earlier moment."""
         self.result["wall_time_s"] = time.time() - self._t0
-        return {
-            "global_step": self.global_step,
+        state: dict[str, Any] = {
             "episode": self.episode,
-            **{name: part.state_dict() for name, part in self.components().items()},
-            "lr_schedule": self.lr.state_dict(),
             "rng": checkpoint.rng_state(),
             "result": dict(self.result),
+        }
+        if self.curriculum is not None:
+            state["curriculum"] = self.curriculum.state_dict()
+        return state
+
+    def checkpoint_state(
+        self, purge_from: int, bookkeeping: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """Everything needed to continue from ``global_step``; ``purge_from`` is the first step
+        whose TensorBoard events this state does not account for (a resume hides them), and
+        ``bookkeeping`` (from `bookkeeping`) an earlier moment's, for a loop that drops work
+        done since. The optimizers are given the LRs of ``global_step`` first, so the
+        checkpoint holds the LRs its step continues with."""
+        self.lr.apply(self.global_step)
+        return {
+            "global_step": self.global_step,
+            **{name: part.state_dict() for name, part in self.components().items()},
+            **(bookkeeping or self.bookkeeping()),
+            "lr_schedule": self.lr.state_dict(),
             "tb_purge_step": purge_from,
             "config": self._plain_config,
         }

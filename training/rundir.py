@@ -94,12 +94,7 @@ class RunLock:
                     ) from None
                 log.warning("taking over the stale lock %s of pid %s on %s: %s",
                             self.path, holder.get("pid"), holder.get("host"), why)  # fmt: skip
-                # Rename, then create: of two processes taking over at once, one wins O_EXCL.
-                try:
-                    os.rename(self.path, self.path.with_name(f".lock.stale-{os.getpid()}"))
-                    os.unlink(self.path.with_name(f".lock.stale-{os.getpid()}"))
-                except FileNotFoundError:
-                    pass
+                self.path.unlink(missing_ok=True)  # then O_EXCL decides who takes it
                 continue
             with os.fdopen(fd, "w") as f:
                 json.dump(self.me, f)
