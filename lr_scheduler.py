@@ -34,7 +34,7 @@ import math
 import os
 import weakref
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from types import MappingProxyType
 from typing import Any
 
@@ -67,8 +67,9 @@ TARGET_KEYS = (
 # Scalar keys next to the networks. `vars` holds a custom preset's own values (interpolation).
 PRESET_KNOBS = (
     "warmup_frac", "warmup_steps", "warmup_init", "decay", "decay_steps", "decay_frac",
-    "stage_fracs", "vars",
+    "stage_fracs", "vars", "kl_guard",
 )  # fmt: skip
+KL_GUARD_KEYS = ("enabled", "target", "high", "low", "factor", "min_scale", "networks")
 # Documented defaults for keys a shape needs but an interval lacks (e.g. after a `type` switch).
 DEFAULT_LAST_FINAL_FACTOR = 0.1  # last interval's final_lr = init_lr x this
 DEFAULT_DECAY_STEPS = 100  # exponential_decay: decay_interval = interval length / this
@@ -271,6 +272,11 @@ class ScheduleSet(Mapping[str, Schedule]):
         scheduled: Sequence[str] = (),
         disabled: bool = False,
         knobs: Mapping[str, Any] | None = None,
+        kl_guard: KLGuardSpec | None = None,
+        stage_starts: Mapping[str, tuple[int, ...]] | None = None,
+        plan: _Plan | None = None,
+        stage_entries: Mapping[int, int] | None = None,
+        fingerprint: str | None = None,
     ):
         self._schedules = dict(schedules)
         self.base_lr = base_lr
@@ -278,7 +284,35 @@ class ScheduleSet(Mapping[str, Schedule]):
         self.scheduled = tuple(scheduled)  # networks the config named (others keep base lr)
         self.disabled = disabled
         self.knobs = dict(knobs or {})
-        self.fingerprint = _fingerprint(self._schedules, disabled)
+        self.kl_guard = kl_guard  # None: the LR is the schedule's
+        self.stage_starts = dict(stage_starts or {})  # network -> stages its intervals start at
+        self.stage_entries = dict(stage_entries or {})  # stage -> global step it was entered
+        self._plan = plan
+        extra: dict[str, Any] = {}
+        if self.stage_starts:
+            extra["stage_starts"] = {n: list(v) for n, v in sorted(self.stage_starts.items())}
+        if kl_guard is not None:
+            extra["kl_guard"] = kl_guard.to_dict()
+        # The preset's identity: the same before and after stages resolve (checkpoints compare it).
+        self.fingerprint = fingerprint or _fingerprint(self._schedules, disabled, extra)
+
+    def at_stages(self, entries: Mapping[int, int]) -> ScheduleSet:
+        """The same preset once the curriculum has entered ``entries`` (stage -> step): stage
+        starts become those steps. The LR before the newest entry does not change."""
+        if self._plan is None:
+            return self
+        schedules, _ = self._plan.build(entries)
+        return ScheduleSet(
+            schedules, base_lr=self.base_lr, total_steps=self.total_steps,
+            scheduled=self.scheduled, disabled=self.disabled, knobs=self.knobs,
+            kl_guard=self.kl_guard, stage_starts=self.stage_starts, plan=self._plan,
+            stage_entries=entries, fingerprint=self.fingerprint,
+        )  # fmt: skip
+
+    @property
+    def stages_used(self) -> tuple[int, ...]:
+        """Every stage some network's interval starts at, sorted."""
+        return tuple(sorted({k for v in self.stage_starts.values() for k in v}))
 
     def __getitem__(self, name: str) -> Schedule:
         return self._schedules[name]
@@ -456,7 +490,113 @@ def _interval_ends(raw: Sequence[Any], path: str) -> list[int | None]:
     return ends
 
 
-def _compile_network(spec: Any, path: str, total_steps: int | None) -> Schedule:
+@dataclass(frozen=True)
+class Stages:
+    """What a stage start (``start: {stage: k}``) is resolved against: how many stages the run's
+    curriculum has (0: the run has no curriculum; None: not checked) and the global step at
+    which each stage entered so far was entered."""
+
+    count: int | None = None
+    entries: Mapping[int, int] = field(default_factory=dict)
+
+
+def _stage_number(start: Mapping[str, Any], path: str, count: int | None) -> int:
+    for key in start:
+        if key != "stage":
+            raise ScheduleError(f"{path}.{key}", f"unknown key{_accepted(str(key), ('stage',))}")
+    stage = start.get("stage")
+    if isinstance(stage, bool) or not isinstance(stage, int) or stage < 1:
+        raise ScheduleError(
+            f"{path}.stage",
+            f"expected a curriculum stage index >= 1 (stage 0 is where the run starts), "
+            f"got {stage!r}",
+        )
+    if count == 0:
+        raise ScheduleError(
+            f"{path}.stage",
+            "starts at a curriculum stage, but this run has no curriculum (the env has none, "
+            "or curriculum is null); accepted: a step number, or an env with a curriculum "
+            "(env=gimbal); lr_schedule=stage_based_fixed uses fixed fractions of the run",
+        )
+    if count is not None and stage >= count:
+        raise ScheduleError(
+            f"{path}.stage",
+            f"stage {stage} does not exist: the selected curriculum has {count} stages "
+            f"(0..{count - 1}); accepted: 1..{count - 1}",
+        )
+    return stage
+
+
+def _stage_starts(
+    raw: Sequence[Any], path: str, default_type: str, stages: Stages
+) -> tuple[list[Any], tuple[int, ...]]:
+    """Intervals whose ``start`` is ``{stage: k}``, checked and resolved: an entered stage's
+    start becomes its entry step, and the list is cut before the first stage not yet entered
+    (the interval before it runs on, open-ended). Returns the intervals and the stage numbers
+    used. Stage starts come after any fixed starts, in increasing stage order; the interval
+    before one must not need its own end (step_decay, or exponential_decay with its rate and
+    interval given). A stage entered before the fixed start in front of it begins there
+    instead, and that interval is skipped (it never ran)."""
+    out: list[Any] = []
+    used: list[int] = []
+    pending = False
+    for i, item in enumerate(raw):
+        start = item.get("start") if isinstance(item, Mapping) else None
+        ipath = f"{path}.intervals[{i}]"
+        if not isinstance(start, Mapping):
+            if used and start is not None:
+                raise ScheduleError(
+                    f"{ipath}.start",
+                    f"a fixed step after a stage start (intervals[{i - 1}]): which comes first "
+                    "is not known before the run; start it at a later stage too ({stage: N})",
+                )
+            if not pending:
+                out.append(item)
+            continue
+        stage = _stage_number(start, f"{ipath}.start", stages.count)
+        if i == 0:
+            raise ScheduleError(f"{ipath}.start", "the first interval must start at 0")
+        if used and stage <= used[-1]:
+            raise ScheduleError(
+                f"{ipath}.start.stage",
+                f"stage {stage} after stage {used[-1]}: stages are entered in order, so each "
+                f"stage start must name a later stage than the one before (> {used[-1]})",
+            )
+        prev, ppath = raw[i - 1], f"{path}.intervals[{i - 1}]"
+        if isinstance(prev, Mapping):
+            if prev.get("end") is not None:
+                raise ScheduleError(
+                    f"{ppath}.end", f"leave it out: this interval ends when stage {stage} begins"
+                )
+            kind = _interval_type(prev.get("type") or default_type, f"{ppath}.type")
+            given = {k for k, v in prev.items() if v is not None}
+            rate_known = bool({"decay_rate", "gamma"} & given)
+            every_known = bool({"decay_interval", "step_size", "gamma"} & given)
+            if kind in ("linear", "cosine") or (
+                kind == "exponential_decay" and not (rate_known and every_known)
+            ):
+                raise ScheduleError(
+                    f"{ppath}.type",
+                    f"a {kind} interval cannot end at a stage start (its length is unknown "
+                    "until the stage is entered, and its shape would depend on it); accepted: "
+                    "step_decay, or exponential_decay with decay_rate and decay_interval given",
+                )
+        used.append(stage)
+        if pending or stage not in stages.entries:
+            pending = True
+            continue
+        entry = int(stages.entries[stage])
+        before = out[-1].get("start") if out and isinstance(out[-1], Mapping) else None
+        if isinstance(before, (int, float)) and entry <= before:
+            out.pop()  # the stage came before this interval's fixed start: it never ran
+            entry = int(before)
+        out.append({**item, "start": entry})
+    return out, tuple(used)
+
+
+def _compile_network(
+    spec: Any, path: str, total_steps: int | None, stages: Stages | None = None
+) -> Schedule:
     if not isinstance(spec, Mapping):
         raise ScheduleError(path, f"expected a mapping with 'intervals', got {spec!r}")
     spec = _given(spec)
@@ -472,6 +612,7 @@ def _compile_network(spec: Any, path: str, total_steps: int | None) -> Schedule:
         raise ScheduleError(f"{path}.intervals", "missing required key: a list of intervals")
     if isinstance(raw, (str, bytes)) or not isinstance(raw, Sequence) or not raw:
         raise ScheduleError(f"{path}.intervals", f"expected a non-empty list, got {raw!r}")
+    raw, _ = _stage_starts(raw, path, default_type, stages or Stages())
 
     # Pass 1: keys, types and boundaries of every interval.
     ends = _interval_ends(raw, path)
@@ -796,6 +937,7 @@ def compile_schedules(
     networks: Sequence[str] = NETWORKS,
     path: str = "lr_schedule",
     context: Mapping[str, Any] | DictConfig | None = None,
+    num_stages: int | None = None,
 ) -> ScheduleSet:
     """Validate a schedule config and compile it into one :class:`Schedule` per network.
 
@@ -809,6 +951,8 @@ def compile_schedules(
         networks: the agent's network names; any other mapping key is rejected.
         path: the key path of ``spec`` in the user's config, used in error messages.
         context: the rest of the config, so interpolations like ``${lr_schedule.decay}`` resolve.
+        num_stages: stages of the run's curriculum, so ``start: {stage: k}`` is checked
+            (0: the run has no curriculum, and a stage start is an error; None: unchecked).
 
     Raises:
         ScheduleError: with the exact key path, what is wrong and what would be accepted.
@@ -850,7 +994,7 @@ def compile_schedules(
                 )
             accepted = _accepted(str(key), tuple(networks) + PRESET_KNOBS)
             raise ScheduleError(f"{path}.{key}", f"unknown key '{key}'{accepted}")
-        elif value is not None and value != {}:
+        elif value is not None and value != {} and key != "kl_guard":
             knobs[key] = value
     if "vars" in knobs and not isinstance(knobs["vars"], Mapping):
         raise ScheduleError(
@@ -866,29 +1010,84 @@ def compile_schedules(
     if "warmup_init" in knobs:
         warmup_init = _fraction(knobs["warmup_init"], f"{path}.warmup_init")
 
-    schedules: dict[str, Schedule] = {}
-    for key, value in nets.items():
-        if value is not None:
-            schedules[key] = _compile_network(value, f"{path}.{key}", total_steps)
-    if warmup and warmup_init != 1.0:
-        # Every network follows the warmup, including those that keep the base lr.
-        schedules = {
-            n: with_warmup(schedules.get(n) or Schedule.constant(base[n]), warmup, warmup_init)
-            for n in networks
-        }
-    scheduled = tuple(schedules)
+    guard = _kl_guard(resolved.get("kl_guard"), f"{path}.kl_guard", networks)
+    if "decay_steps" in knobs or "decay_frac" in knobs:
+        for name, net in nets.items():
+            last = (net or {}).get("intervals") if isinstance(net, Mapping) else None
+            if isinstance(last, list) and last and isinstance(last[-1], Mapping):
+                if isinstance(last[-1].get("start"), Mapping):
+                    key = _one_of_name(knobs, "decay_steps", "decay_frac")
+                    raise ScheduleError(
+                        f"{path}.{key}",
+                        f"{name}'s last interval starts at a curriculum stage, so a fixed "
+                        "decay end may come before it; give that interval its own shape",
+                    )
+    plan = _Plan(
+        nets={k: v for k, v in nets.items() if v is not None}, path=path,
+        total_steps=total_steps, base=base, networks=tuple(networks), warmup=warmup,
+        warmup_init=warmup_init, stage_count=num_stages,
+    )  # fmt: skip
+    schedules, stage_starts = plan.build({})
     disabled = _is_disabled()
     if disabled:
         log.warning(
             "%s=%s: ignoring %s; every network uses its base lr",
             DISABLE_ENV_VAR, os.environ[DISABLE_ENV_VAR], path,
         )  # fmt: skip
-        schedules = {}
-    full = {n: schedules.get(n) or Schedule.constant(base[n]) for n in networks}
+        schedules = {n: Schedule.constant(base[n]) for n in networks}
+        guard, stage_starts, plan = None, {}, None
     return ScheduleSet(
-        full, base_lr=base_lr, total_steps=total_steps, scheduled=scheduled, disabled=disabled,
-        knobs=knobs,
+        schedules, base_lr=base_lr, total_steps=total_steps, scheduled=plan.scheduled if plan
+        else (), disabled=disabled, knobs=knobs, kl_guard=guard, stage_starts=stage_starts,
+        plan=plan if stage_starts else None,
     )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """A compiled preset's plain data, kept so that a schedule with stage starts can be built
+    again once the curriculum enters a stage (:meth:`ScheduleSet.at_stages`)."""
+
+    nets: Mapping[str, Any]
+    path: str
+    total_steps: int | None
+    base: Mapping[str, float]
+    networks: tuple[str, ...]
+    warmup: int
+    warmup_init: float
+    stage_count: int | None
+
+    @property
+    def scheduled(self) -> tuple[str, ...]:
+        if self.warmup and self.warmup_init != 1.0:
+            return self.networks  # every network follows the warmup
+        return tuple(self.nets)
+
+    def build(self, entries: Mapping[int, int]) -> tuple[dict[str, Schedule], dict[str, tuple]]:
+        """Every network's schedule given the stage entries so far, and network -> the stages
+        its intervals start at."""
+        stages = Stages(self.stage_count, MappingProxyType(dict(entries)))
+        schedules: dict[str, Schedule] = {}
+        stage_starts: dict[str, tuple[int, ...]] = {}
+        for key, value in self.nets.items():
+            schedules[key] = _compile_network(value, f"{self.path}.{key}", self.total_steps, stages)
+            raw = value.get("intervals") if isinstance(value, Mapping) else None
+            if isinstance(raw, list) and any(
+                isinstance(iv, Mapping) and isinstance(iv.get("start"), Mapping) for iv in raw
+            ):
+                stage_starts[key] = tuple(iv["start"]["stage"] for iv in raw[1:]
+                                          if isinstance(iv.get("start"), Mapping))  # fmt: skip
+        if self.warmup and self.warmup_init != 1.0:
+            # Every network follows the warmup, including those that keep the base lr.
+            schedules = {
+                n: with_warmup(
+                    schedules.get(n) or Schedule.constant(self.base[n]), self.warmup,
+                    self.warmup_init,
+                )  # fmt: skip
+                for n in self.networks
+            }
+        full = {n: schedules.get(n) or Schedule.constant(self.base[n]) for n in self.networks}
+        return full, stage_starts
 
 
 def describe_difference(old: Mapping[str, Any], new: Mapping[str, Any]) -> str:
@@ -934,6 +1133,125 @@ def check_schedule_state(
     log.warning("resuming with a changed schedule (%s)", diff)
 
 
+# --------------------------------------------------------------------------- KL guard
+
+
+@dataclass(frozen=True)
+class KLGuardSpec:
+    """How the KL guard scales the LR (``lr_schedule.kl_guard``, LR_SCHEDULING.md "KL guard").
+
+    After every gradient step the guard reads that minibatch's approximate KL: above
+    ``target x high`` the scale is divided by ``factor`` (not below ``min_scale``), below
+    ``target x low`` multiplied by it (not above 1). The LR is ``schedule(step) x scale``. The
+    rule and its 2x / 0.5x / 1.5 defaults are those of rsl_rl's and rl_games' adaptive PPO LR,
+    kept inside the schedule instead of replacing it; ``target`` 0.01 makes the guard act from
+    0.02, the threshold source document 002 names.
+    """
+
+    target: float = 0.01
+    high: float = 2.0
+    low: float = 0.5
+    factor: float = 1.5
+    min_scale: float = 0.05
+    networks: tuple[str, ...] = NETWORKS  # the networks whose LR is scaled
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: list(v) if isinstance(v, tuple) else v
+                for f in fields(self) if (v := getattr(self, f.name)) is not None}  # fmt: skip
+
+
+def _kl_guard(value: Any, path: str, networks: Sequence[str]) -> KLGuardSpec | None:
+    """``lr_schedule.kl_guard`` checked; None when it is absent or not enabled."""
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        raise ScheduleError(path, f"expected a mapping such as {{enabled: true}}, got {value!r}")
+    for key in value:
+        if key not in KL_GUARD_KEYS:
+            raise ScheduleError(f"{path}.{key}", f"unknown key{_accepted(str(key), KL_GUARD_KEYS)}")
+    given = _given(value)
+    enabled = given.get("enabled", False)
+    if not isinstance(enabled, bool):
+        raise ScheduleError(f"{path}.enabled", f"expected true or false, got {enabled!r}")
+    spec = KLGuardSpec()
+    out: dict[str, Any] = {}
+    for key, low_ok, what in (
+        ("target", lambda v: v > 0, "an approximate KL > 0 such as 0.01"),
+        ("high", lambda v: v >= 1, "a multiple of target >= 1 such as 2.0"),
+        ("low", lambda v: 0 < v <= 1, "a multiple of target in (0, 1] such as 0.5"),
+        ("factor", lambda v: v > 1, "a factor > 1 such as 1.5"),
+        ("min_scale", lambda v: 0 < v <= 1, "a fraction of the schedule in (0, 1] such as 0.05"),
+    ):
+        if key not in given:
+            continue
+        number = _number(given[key], f"{path}.{key}", what)
+        if not math.isfinite(number) or not low_ok(number):
+            raise ScheduleError(f"{path}.{key}", f"expected {what}, got {given[key]!r}")
+        out[key] = number
+    if out.get("low", spec.low) >= out.get("high", spec.high):
+        raise ScheduleError(
+            f"{path}.low", f"must be below high ({out.get('high', spec.high)}): the guard needs a "
+            "band in which it leaves the scale alone",
+        )  # fmt: skip
+    if "networks" in given:
+        nets = given["networks"]
+        if isinstance(nets, str) or not isinstance(nets, Sequence) or not nets:
+            raise ScheduleError(
+                f"{path}.networks", f"expected a non-empty list of networks, got {nets!r}"
+            )
+        for i, name in enumerate(nets):
+            if name not in networks:
+                raise ScheduleError(
+                    f"{path}.networks[{i}]",
+                    f"unknown network '{name}'{_accepted(str(name), networks)}",
+                )
+        out["networks"] = tuple(dict.fromkeys(nets))
+    else:
+        out["networks"] = tuple(networks)
+    return replace(spec, **out) if enabled else None
+
+
+class KLGuard:
+    """The state of a KL guard: the scale it applies now and what it has done (checkpointed)."""
+
+    def __init__(self, spec: KLGuardSpec):
+        self.spec = spec
+        self.scale = 1.0
+        self.updates = 0  # gradient steps observed
+        self.scaled_updates = 0  # of those, steps taken at a scale below 1
+        self.lowest = 1.0  # the lowest scale applied
+
+    def observe(self, kl: float) -> bool:
+        """Take one gradient step's approximate KL; True when the scale changed."""
+        spec, before = self.spec, self.scale
+        self.updates += 1
+        if before < 1.0:
+            self.scaled_updates += 1
+        if not math.isfinite(kl):
+            return False  # a diverged loss stops the run elsewhere; the scale is not guessed
+        if kl > spec.target * spec.high:
+            self.scale = max(before / spec.factor, spec.min_scale)
+        elif kl < spec.target * spec.low:
+            self.scale = min(before * spec.factor, 1.0)
+        self.lowest = min(self.lowest, self.scale)
+        return self.scale != before
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"scale": self.scale, "updates": self.updates,
+                "scaled_updates": self.scaled_updates, "lowest": self.lowest}  # fmt: skip
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.scale = float(state["scale"])
+        self.updates = int(state["updates"])
+        self.scaled_updates = int(state["scaled_updates"])
+        self.lowest = float(state["lowest"])
+
+    def summary(self) -> dict[str, Any]:
+        """What ``result.json`` reports: steps observed, steps scaled, the lowest scale."""
+        return {"updates": self.updates, "scaled_updates": self.scaled_updates,
+                "min_scale_reached": self.lowest, "scale": self.scale}  # fmt: skip
+
+
 # --------------------------------------------------------------------------- controller
 
 
@@ -962,9 +1280,12 @@ class _Binding:
     """One schedule and the param groups that follow it (networks with equal schedules share
     one binding, so the LR is computed once per step)."""
 
-    __slots__ = ("networks", "segments", "starts", "segment", "float_groups", "tensor_groups")
+    __slots__ = (
+        "networks", "segments", "starts", "segment", "float_groups", "tensor_groups", "guarded",
+    )  # fmt: skip
 
-    def __init__(self, schedule: Schedule):
+    def __init__(self, schedule: Schedule, guarded: bool):
+        self.guarded = guarded  # the LR is schedule(t) x the KL guard's scale
         self.networks: list[str] = []
         self.segments = _segments(schedule)
         self.starts = [seg.start for seg in self.segments]
@@ -1018,24 +1339,57 @@ class LRController:
             self.disabled = True
         self.schedules: Mapping[str, Schedule] = schedules
         self.fingerprint = getattr(schedules, "fingerprint", None) or _fingerprint(schedules)
-        self._bindings: list[_Binding] = []
-        by_schedule: dict[Schedule, _Binding] = {}
-        for name, schedule in schedules.items():
-            binding = by_schedule.get(schedule)
-            if binding is None:
-                binding = by_schedule[schedule] = _Binding(schedule)
-                self._bindings.append(binding)
-            binding.networks.append(name)
+        spec = getattr(schedules, "kl_guard", None)
+        self.guard: KLGuard | None = None if spec is None or self.disabled else KLGuard(spec)
         self._spec: dict[str, list[dict[str, Any]]] | None = None
         self._current: dict[str, float] = {}
         self._view = MappingProxyType(self._current)
-        self._lo, self._hi = 0, -1  # the steps [lo, hi) over which no LR changes
-        self._bind_groups()
+        self._build_bindings()
         this = weakref.ref(self)
         for optimizer in {id(o): o for o in self._optimizers.values()}.values():
             optimizer.register_load_state_dict_post_hook(
                 lambda _opt, ref=this: ref() is not None and ref()._bind_groups()
             )
+
+    def _build_bindings(self) -> None:
+        guarded = set(self.guard.spec.networks) if self.guard is not None else set()
+        self._bindings: list[_Binding] = []
+        by_schedule: dict[tuple[Schedule, bool], _Binding] = {}
+        for name, schedule in self.schedules.items():
+            key = (schedule, name in guarded)
+            binding = by_schedule.get(key)
+            if binding is None:
+                binding = by_schedule[key] = _Binding(*key)
+                self._bindings.append(binding)
+            binding.networks.append(name)
+        self._bind_groups()
+
+    def _scale(self, name: str) -> float:
+        guard = self.guard
+        return guard.scale if guard is not None and name in guard.spec.networks else 1.0
+
+    def expected(self, name: str, global_step: int) -> float:
+        """The LR ``name`` should hold at ``global_step``: its schedule's, times the KL guard's
+        scale where the guard acts on it."""
+        return self.schedules[name](global_step) * self._scale(name)
+
+    def observe_kl(self, approx_kl: float) -> None:
+        """Feed the KL guard one gradient step's approximate KL; a changed scale is written at
+        the next :meth:`apply`. Without a guard this does nothing."""
+        if self.guard is not None and self.guard.observe(float(approx_kl)):
+            self._current.clear()
+            self._lo, self._hi = 0, -1
+
+    def enter_stage(self, stage: int, global_step: int) -> bool:
+        """The curriculum entered ``stage`` at ``global_step``: intervals that start at that
+        stage begin there. True when some schedule changed (a new boundary at the step)."""
+        schedules = self.schedules
+        if stage not in getattr(schedules, "stages_used", ()):
+            return False
+        self.schedules = schedules.at_stages({**schedules.stage_entries, stage: int(global_step)})
+        self._spec = None
+        self._build_bindings()
+        return True
 
     @classmethod
     def for_optimizers(
@@ -1095,6 +1449,8 @@ class LRController:
                 index = bisect.bisect_right(binding.starts, global_step) - 1
                 seg = binding.segment = binding.segments[index]
             value = seg.value(global_step)
+            if binding.guarded:
+                value *= self.guard.scale
             if seg.every_step:
                 hi = global_step + 1
             elif seg.interval is None or seg.interval.type == "step_decay":
@@ -1125,13 +1481,14 @@ class LRController:
         """
         actual: dict[str, float] = {}
         for name, group_list in self._groups().items():
-            expected = self.schedules[name](global_step)
+            expected = self.expected(name, global_step)
             for group in group_list:
                 lr = _lr_value(group)
                 if not math.isclose(lr, expected, rel_tol=1e-6):
                     raise LRMismatchError(
                         f"lr_{name} at step {global_step}: expected {expected:g} (the "
-                        f"schedule), but the {name} optimizer holds {lr:g}. Something other "
+                        f"schedule{' x the KL guard' if self._scale(name) != 1 else ''}), but "
+                        f"the {name} optimizer holds {lr:g}. Something other "
                         "than the LR controller wrote it (a second scheduler, or code that "
                         "sets param_groups[...]['lr']): remove that write, or express it as "
                         "a schedule"
@@ -1143,7 +1500,13 @@ class LRController:
         """Plain data: the schedule's fingerprint and spec (the step lives in the trainer)."""
         if self._spec is None:  # fixed for the controller's life; huge presets are slow to dump
             self._spec = {n: s.to_spec() for n, s in self.schedules.items()}
-        return {"fingerprint": self.fingerprint, "spec": self._spec}
+        state: dict[str, Any] = {"fingerprint": self.fingerprint, "spec": self._spec}
+        entries = getattr(self.schedules, "stage_entries", None)
+        if entries:  # the curriculum's state holds them too; here for readers of the file
+            state["stage_entries"] = {int(k): int(v) for k, v in entries.items()}
+        if self.guard is not None:
+            state["kl_guard"] = self.guard.state_dict()
+        return state
 
     def load_state_dict(
         self, state: Mapping[str, Any] | None, *, allow_change: bool = False
@@ -1155,6 +1518,8 @@ class LRController:
         rules from the resumed step on.
         """
         check_schedule_state(self, state, allow_change)
+        if self.guard is not None and state and state.get("kl_guard"):
+            self.guard.load_state_dict(state["kl_guard"])
         self._bind_groups()
 
 
@@ -1194,9 +1559,12 @@ def _segments(schedule: Schedule) -> list[_Segment]:
     return segments
 
 
-def _fingerprint(schedules: Mapping[str, Schedule], disabled: bool = False) -> str:
+def _fingerprint(
+    schedules: Mapping[str, Schedule], disabled: bool = False, extra: Mapping | None = None
+) -> str:
     payload = {name: s.to_spec() for name, s in sorted(schedules.items())}
-    blob = json.dumps({"schedules": payload, "disabled": disabled}, sort_keys=True)
+    # ``extra`` (stage starts, a KL guard) only when present: older fingerprints stay valid.
+    blob = json.dumps({"schedules": payload, "disabled": disabled, **(extra or {})}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 

@@ -1,23 +1,29 @@
-"""Does an LR warmup stabilise PPO where a constant LR is unstable? constant vs warmup_cosine vs
-recurrent_warmup, several seeds, one table.
+"""Does a warmup, or the KL guard, keep PPO stable where a constant LR is not? Four arms, ten or
+more seeds each, means with 95 % bootstrap confidence intervals, and which differences are
+outside the noise.
+
+Arms: ``constant``, ``constant+guard`` (``lr_schedule.kl_guard.enabled=true``, its defaults),
+``warmup_cosine`` and ``warmup_cosine+guard``.
 
 Settings (``--setting``):
 - ``gru`` (default): the GRU policy on CartPole with the velocities hidden (a memory task) at
-  lr 3e-3: at a constant LR its approx KL passes 0.02 in a third of the updates.
-- ``high_lr``: feedforward PPO on CartPole-v1 at lr 1e-2, 40x the usual 2.5e-4 (at 3e-3 a
-  constant LR was still stable here).
+  lr 3e-3, the collapse-prone setting of source document 002's kind.
+- ``high_lr``: feedforward PPO on CartPole-v1 at lr 1e-2, 40x the usual 2.5e-4.
 
-Per run, from the ``ppo/*`` scalars written at every update: peak and mean approx KL, the share of
-updates whose approx KL passed 0.02, mean clip fraction, the variance of the value loss across
-updates, and the mean return of the last 20 training episodes.
+Per run, from the ``ppo/*`` scalars written at every update (each the mean over the update's
+minibatches): peak approx KL, the share of updates whose approx KL passed 0.02 (source document
+002's threshold), and the mean return of the last 20 training episodes. Runs are deterministic
+per machine (same seed, same numbers), so a table names the commit it was measured on; the
+script prints it.
 
-    python benchmarks/warmup_study.py [--setting gru|high_lr] [--seeds 0 1 2] [--steps 150000]
+    python benchmarks/warmup_study.py [--setting gru|high_lr] [--seeds 0 1 ... 9] [--jobs 2]
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import subprocess
 import sys
 import tempfile
 from concurrent.futures import ProcessPoolExecutor
@@ -29,15 +35,22 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-PRESETS = ("constant", "warmup_cosine", "recurrent_warmup")
+GUARD = ["lr_schedule.kl_guard.enabled=true"]
+ARMS = {
+    "constant": ["lr_schedule=constant"],
+    "constant+guard": ["lr_schedule=constant", *GUARD],
+    "warmup_cosine": ["lr_schedule=warmup_cosine"],
+    "warmup_cosine+guard": ["lr_schedule=warmup_cosine", *GUARD],
+}
 SETTINGS = {
     "gru": ["env=cartpole_masked", "encoder_bundle@agent=gru", "lr=3e-3"],
     "high_lr": ["env=cartpole", "lr=1e-2"],
 }
 KL_THRESHOLD = 0.02
+METRICS = (("peak_kl", ".3f"), ("kl_over", ".0%"), ("final_return", ".1f"))
 
 
-def run(setting: list[str], preset: str, seed: int, steps: int) -> dict[str, float]:
+def run(setting: list[str], arm: str, seed: int, steps: int) -> dict[str, float]:
     import torch
     from cli import scalars
 
@@ -46,62 +59,87 @@ def run(setting: list[str], preset: str, seed: int, steps: int) -> dict[str, flo
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(1)
     overrides = [
-        "agent=ppo", *setting, f"lr_schedule={preset}", f"seed={seed}",
-        f"num_train_frames={steps}", "progress=lines", "resume.enabled=false",
-        f"eval_every_frames={steps}",
+        "agent=ppo", *setting, *ARMS[arm], f"seed={seed}", f"num_train_frames={steps}",
+        "progress=lines", "resume.enabled=false", f"eval_every_frames={steps}",
     ]  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
         workspace_from_overrides(overrides, Path(tmp)).train()
-        series = {
-            tag: np.array([v for _, v in scalars(Path(tmp), tag)])
-            for tag in ("ppo/approx_kl", "ppo/clip_fraction", "ppo/value_loss")
-        }
+        kl = np.array([v for _, v in scalars(Path(tmp), "ppo/approx_kl")])
         returns = [v for _, v in scalars(Path(tmp), "train/episode_return")]
-    kl = series["ppo/approx_kl"]
     return {
         "peak_kl": float(kl.max()),
-        "mean_kl": float(kl.mean()),
         "kl_over": float((kl > KL_THRESHOLD).mean()),
-        "clip_fraction": float(series["ppo/clip_fraction"].mean()),
-        "value_loss_var": float(series["ppo/value_loss"].var()),
         "final_return": float(np.mean(returns[-20:])),
     }
+
+
+def bootstrap_ci(values: np.ndarray, reps: int = 10_000, seed: int = 0) -> tuple[float, float]:
+    """95 % percentile bootstrap interval of the mean."""
+    rng = np.random.default_rng(seed)
+    means = rng.choice(values, size=(reps, len(values)), replace=True).mean(axis=1)
+    return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
+
+
+def commit() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+            capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        dirty = subprocess.run(
+            ["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True, text=True, check=True,
+        ).stdout.strip()  # fmt: skip
+        return out.stdout.strip() + (" (with uncommitted changes)" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--setting", choices=sorted(SETTINGS), default="gru")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--seeds", type=int, nargs="+", default=list(range(10)))
     parser.add_argument("--steps", type=int, default=150_000)
     parser.add_argument("--jobs", type=int, default=2, help="parallel processes")
+    parser.add_argument("--arms", nargs="+", choices=sorted(ARMS), default=list(ARMS))
     parser.add_argument("--set", nargs="*", default=[], help="extra overrides, e.g. lr=1e-2")
     args = parser.parse_args()
     setting = [*SETTINGS[args.setting], *args.set]
-    jobs = [(p, s) for p in PRESETS for s in args.seeds]
+    jobs = [(a, s) for a in args.arms for s in args.seeds]
     with ProcessPoolExecutor(args.jobs) as pool:
         futures = {job: pool.submit(run, setting, *job, args.steps) for job in jobs}
         results = {job: f.result() for job, f in futures.items()}
-    print(f"setting {args.setting} ({' '.join(setting)}), {args.steps} steps, "
-          f"seeds {args.seeds}; mean +- std over seeds\n")  # fmt: skip
-    print(
-        "| preset | peak approx_kl | mean approx_kl | updates with KL > 0.02 | clip fraction "
-        "| value-loss variance | final return (last 20 ep.) | per seed |"
-    )
-    print("|---|---|---|---|---|---|---|---|")
-
-    def cell(rows: list[dict[str, float]], key: str, fmt: str) -> str:
-        values = np.array([r[key] for r in rows])
-        return f"{values.mean():{fmt}} +- {values.std():{fmt}}"
-
-    for preset in PRESETS:
-        rows = [results[(preset, s)] for s in args.seeds]
-        per_seed = ", ".join(f"{r['final_return']:.0f}" for r in rows)
-        print(
-            f"| {preset} | {cell(rows, 'peak_kl', '.3f')} | {cell(rows, 'mean_kl', '.4f')} "
-            f"| {cell(rows, 'kl_over', '.0%')} | {cell(rows, 'clip_fraction', '.3f')} "
-            f"| {cell(rows, 'value_loss_var', '.3g')} | {cell(rows, 'final_return', '.1f')} "
-            f"| {per_seed} |"
-        )
+    print(f"commit {commit()}; setting {args.setting} ({' '.join(setting)}), {args.steps} "
+          f"steps, seeds {args.seeds}; mean [95 % bootstrap CI] over seeds\n")  # fmt: skip
+    print("| arm | peak approx_kl | updates with KL > 0.02 | final return (last 20 ep.) |")
+    print("|---|---|---|---|")
+    table = {a: {m: np.array([results[(a, s)][m] for s in args.seeds]) for m, _ in METRICS}
+             for a in args.arms}  # fmt: skip
+    for arm in args.arms:
+        cells = []
+        for metric, fmt in METRICS:
+            values = table[arm][metric]
+            lo, hi = bootstrap_ci(values)
+            cells.append(f"{values.mean():{fmt}} [{lo:{fmt}}, {hi:{fmt}}]")
+        print(f"| {arm} | " + " | ".join(cells) + " |")
+    print("\nper seed (final return):")
+    for arm in args.arms:
+        print(f"  {arm}: " + ", ".join(f"{v:.0f}" for v in table[arm]["final_return"]))
+    # Differences against each arm's unguarded twin (and constant), paired by seed.
+    print("\ndifferences (paired by seed), mean [95 % bootstrap CI]; * = the CI excludes 0:")
+    pairs = [("constant+guard", "constant"), ("warmup_cosine", "constant"),
+             ("warmup_cosine+guard", "warmup_cosine"), ("constant+guard", "warmup_cosine")]  # fmt: skip
+    for a, b in pairs:
+        if a not in table or b not in table:
+            continue
+        parts = []
+        for metric, fmt in METRICS:
+            diff = table[a][metric] - table[b][metric]
+            lo, hi = bootstrap_ci(diff)
+            mark = "*" if lo > 0 or hi < 0 else " "
+            parts.append(f"{metric} {diff.mean():+{fmt}} [{lo:+{fmt}}, {hi:+{fmt}}]{mark}")
+        ratio = table[b]["peak_kl"].mean() / table[a]["peak_kl"].mean()
+        print(f"  {a} - {b}: " + "; ".join(parts) + f"; peak-KL ratio {b}/{a} = {ratio:.2f}x")
 
 
 if __name__ == "__main__":

@@ -58,8 +58,8 @@ class OffPolicyWorkspace(Workspace):
         every = self.cadences()
         seed_steps = cfg.num_seed_frames // ar
         update_every = cfg.update_every_steps
-        boundaries = [b for b in self.schedules.boundaries() if b > self.global_step]
-        boundaries.append(math.inf)
+        marks = self.lr_marks  # grows when a stage entry starts an interval
+        marks.append(math.inf)
         next_mark = 0
         start_step = self.global_step
         handlers = self._catch_signals()
@@ -80,8 +80,8 @@ class OffPolicyWorkspace(Workspace):
                     self.save(self.checkpoint_state(purge_from=step))
                 if step % every["eval"] == 0:
                     self.evaluate(step)
-                if step >= boundaries[next_mark] or step % every["log"] == 0:
-                    while step >= boundaries[next_mark]:
+                if step >= marks[next_mark] or step % every["log"] == 0:
+                    while step >= marks[next_mark]:
                         next_mark += 1
                     self.log_lrs(step)
                     if step % every["log"] == 0:

@@ -143,7 +143,7 @@ class OnPolicyWorkspace(Workspace):
         """The training loop, yielding the global step after every rollout and update."""
         cfg, agent = self.cfg, self.agent
         every = self.cadences()
-        boundaries = [b for b in self.schedules.boundaries() if b > self.global_step]
+        marks = self.lr_marks  # grows when a stage entry starts an interval
         handlers = self._catch_signals()
         self.last_return = math.nan
         self._ep_return = np.zeros(self.num_envs)
@@ -175,14 +175,20 @@ class OnPolicyWorkspace(Workspace):
                     "actions": buf.actions, "log_probs": buf.log_probs, "values": buf.values,
                     "advantages": advantages, "returns": returns,
                 }  # fmt: skip
-                metrics = agent.update(batch, partial(self._refresh_lr, before, step - before))
+                guard = self.lr.guard
+                metrics = agent.update(
+                    batch, partial(self._refresh_lr, before, step - before),
+                    None if guard is None else self.lr.observe_kl,
+                )  # fmt: skip
                 check_finite({k: metrics[k] for k in ("policy_loss", "value_loss")}, step)
                 self.telemetry.scalars(metrics, step, prefix="ppo/")
                 # The LR the update's last minibatch used, read from the optimizer.
                 self.telemetry.scalar("ppo/learning_rate", self.lr.read()["actor"], step)
-                boundary = bool(boundaries) and step >= boundaries[0]
-                while boundaries and step >= boundaries[0]:
-                    boundaries.pop(0)
+                if guard is not None:  # the KL guard's scale after this update
+                    self.telemetry.scalar("lr_scale", guard.scale, step)
+                boundary = bool(marks) and step >= marks[0]
+                while marks and step >= marks[0]:
+                    marks.pop(0)
                 last = step >= self.total_steps  # the run ends with an eval and an LR log
                 if boundary or last or crossed(before, step, every["log"]):
                     self.log_lrs(step)

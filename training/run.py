@@ -19,6 +19,7 @@ counters and bookkeeping. A loop that adds a component (a replay buffer) adds it
 
 from __future__ import annotations
 
+import bisect
 import json
 import logging
 import math
@@ -48,11 +49,31 @@ def total_steps(cfg: DictConfig) -> int:
     return int(cfg.num_train_frames) // int(cfg.action_repeat)
 
 
+def curriculum_stages(cfg: DictConfig) -> int:
+    """How many stages the run's curriculum has (0: none)."""
+    if not (cfg.env.get("curriculum") and cfg.get("curriculum") is not None):
+        return 0
+    return len(cfg.curriculum.get("stages") or [])
+
+
 def compile_run_schedules(cfg: DictConfig) -> ScheduleSet:
     """The one compile path shared by training, the preview and the tests."""
-    return lr_scheduler.compile_schedules(
-        cfg.lr_schedule, base_lr=cfg.lr, total_steps=total_steps(cfg), context=cfg
-    )
+    schedules = lr_scheduler.compile_schedules(
+        cfg.lr_schedule, base_lr=cfg.lr, total_steps=total_steps(cfg), context=cfg,
+        num_stages=curriculum_stages(cfg),
+    )  # fmt: skip
+    if schedules.kl_guard is not None:
+        import hydra
+
+        agent_cls = hydra.utils.get_class(cfg.agent._target_)
+        if not getattr(agent_cls, "reports_kl", False):
+            raise lr_scheduler.ScheduleError(
+                "lr_schedule.kl_guard.enabled",
+                f"the KL guard reads the approximate KL of each update, which "
+                f"{agent_cls.__name__} does not compute; accepted: agent=ppo, or "
+                "lr_schedule.kl_guard.enabled=false",
+            )
+    return schedules
 
 
 def seed_everything(seed: int) -> None:
@@ -170,8 +191,10 @@ class Workspace:
         self.build()
         self._probe_outputs()
         purge_step = self._restore(state) if state is not None else None
-        self.lr = self._bind_lr()
+        self.lr = self._bind_lr(state)
         self.lr.apply(self.global_step)
+        # Steps at which some LR jumps: the loops log the LRs there (stage entries add theirs).
+        self.lr_marks = [b for b in self.lr.schedules.boundaries() if b > self.global_step]
         from training.telemetry import Telemetry
 
         self.telemetry = Telemetry(run_dir, self.total_steps, cfg.progress, purge_step)
@@ -275,11 +298,26 @@ class Workspace:
         self.result.update(state.get("result") or {})
         return int(state.get("tb_purge_step", self.global_step))
 
-    def _bind_lr(self) -> lr_scheduler.LRController:
+    def _bind_lr(self, state: dict[str, Any] | None) -> lr_scheduler.LRController:
+        """The LR controller over the restored optimizers: stage starts resolved at the stage
+        entries the restored curriculum recorded, the KL guard's scale as checkpointed."""
+        schedules = self.schedules
+        if self.curriculum is not None and schedules.stages_used:
+            schedules = schedules.at_stages({
+                e.stage: e.global_step for e in self.curriculum.stage_history
+                if e.stage > 0 and e.global_step is not None
+            })  # fmt: skip
         optimizers = getattr(self.agent, "optimizers", None)
         if optimizers is not None:  # one optimizer per network (DrQ-v2)
-            return lr_scheduler.LRController.for_optimizers(self.schedules, optimizers)
-        return lr_scheduler.LRController.for_named_groups(self.schedules, self.agent.optimizer)
+            controller = lr_scheduler.LRController.for_optimizers(schedules, optimizers)
+        else:
+            controller = lr_scheduler.LRController.for_named_groups(
+                schedules, self.agent.optimizer
+            )
+        saved = (state or {}).get("lr_schedule") or {}
+        if controller.guard is not None and saved.get("kl_guard"):
+            controller.guard.load_state_dict(saved["kl_guard"])
+        return controller
 
     def bookkeeping(self) -> dict[str, Any]:
         """What changes outside the networks while the agent acts (episodes, curriculum, RNG,
@@ -439,6 +477,8 @@ class Workspace:
         seconds = time.time() - self._t0
         self.result["stage_entry_steps"].append(step)
         self.result["stage_entry_seconds"].append(seconds)
+        if self.lr.enter_stage(c.stage, step):  # intervals that start at this stage begin here
+            bisect.insort(self.lr_marks, step)
         if c.is_final:
             self.result["final_stage_step"] = step
             self.result["final_stage_seconds"] = seconds
@@ -472,4 +512,5 @@ class Workspace:
             "num_stages": c.num_stages if c else None,
             "steps_per_s": self.global_step / max(self.result.get("wall_time_s", 0.0), 1e-9),
             "schedule_fingerprint": self.schedules.fingerprint,
+            "kl_guard": self.lr.guard.summary() if self.lr.guard is not None else None,
         }

@@ -41,7 +41,7 @@ if not OmegaConf.has_resolver("safe_dirname"):
 @dataclass
 class IntervalConfig:
     type: Any = None  # shape of this interval; null: the network's type
-    start: Any = None  # first global step (the first interval: 0)
+    start: Any = None  # first global step (the first interval: 0), or {stage: k}
     end: Any = None  # null: the next interval's start (the last: end of training)
     lr: Any = None  # the interval's LR (same value as init_lr: give one)
     init_lr: Any = None  # LR at start (same value as lr)
@@ -75,6 +75,19 @@ class NetworkScheduleConfig:
 
 
 @dataclass
+class KLGuardConfig:
+    # PPO: lr = schedule(step) x scale, scale in [min_scale, 1] (LR_SCHEDULING.md, "KL guard").
+    # null: the engine's default (lr_scheduler.KLGuardSpec).
+    enabled: bool = False  # off by default
+    target: Any = None  # approximate KL the guard aims at (0.01)
+    high: Any = None  # shrink the scale when a step's KL > target x high (2.0)
+    low: Any = None  # grow it back toward 1 when the KL < target x low (0.5)
+    factor: Any = None  # divide / multiply the scale by this (1.5)
+    min_scale: Any = None  # the scale never goes below this (0.05)
+    networks: Any = None  # networks whose LR is scaled (all)
+
+
+@dataclass
 class LRScheduleConfig:
     encoder: NetworkScheduleConfig | None = None  # null: the network keeps the base lr
     actor: NetworkScheduleConfig | None = None
@@ -87,6 +100,7 @@ class LRScheduleConfig:
     decay_frac: Any = None  # the same as a fraction of the run
     stage_fracs: Any = None  # stage_based: stage entries as fractions of the run
     vars: dict[str, Any] = field(default_factory=dict)  # a custom preset's own values
+    kl_guard: KLGuardConfig = field(default_factory=KLGuardConfig)  # PPO: LR down when KL is high
 
 
 @dataclass
