@@ -69,6 +69,26 @@ def format_preview(
     lines = []
     if getattr(schedules, "disabled", False):
         lines.append("LR_SCHEDULE_DISABLE=1: schedule ignored, every network uses its base lr")
+    stages = getattr(schedules, "stages_used", ())
+    if stages:
+        entries = getattr(schedules, "stage_entries", {})
+        shown = ", ".join(
+            f"stage {k} at step {entries[k]}" if k in entries else f"stage {k} not entered"
+            for k in stages
+        )
+        lines.append(
+            f"stage starts: intervals begin when the curriculum enters a stage; shown here with "
+            f"{shown} (the curriculum preset's expected entries; in training, the real ones)"
+        )
+    guard = getattr(schedules, "kl_guard", None)
+    if guard is not None:
+        lines.append(
+            f"KL guard on for {', '.join(guard.networks)}: lr = schedule x scale, scale in "
+            f"[{guard.min_scale:g}, 1]; after each gradient step the scale is divided by "
+            f"{guard.factor:g} when approx KL > {guard.target * guard.high:g} and multiplied "
+            f"by it (up to 1) when approx KL < {guard.target * guard.low:g}. The lr stays "
+            f"between {guard.min_scale:g}x the curve below and the curve (the shaded envelope)"
+        )
     knobs = getattr(schedules, "knobs", {})
     if knobs:
         lines.append("preset knobs: " + ", ".join(f"{k}={v}" for k, v in knobs.items()))
@@ -111,6 +131,11 @@ def format_preview(
                     f"{total}; the lr holds {schedule(schedule.end):.4e} from there"
                 )
         lines.append(f"  min {values.min():.4e}   max {values.max():.4e}")
+        if guard is not None and name in guard.networks:
+            lines.append(
+                f"  KL guard envelope: min {values.min() * guard.min_scale:.4e}   "
+                f"max {values.max():.4e}"
+            )
     return "\n".join(lines).lstrip("\n")
 
 
@@ -119,10 +144,22 @@ def _draw(
 ) -> None:
     horizon = _horizon(schedules, total_steps)
     marked: set[int] = set()
+    guard = getattr(schedules, "kl_guard", None)
     for name, schedule in schedules.items():
         steps = _sample_steps(schedule, horizon)
-        ax.plot(steps, _values(schedule, steps), label=name, linewidth=1.6)
+        values = _values(schedule, steps)
+        (line,) = ax.plot(steps, values, label=name, linewidth=1.6)
+        if guard is not None and name in guard.networks:
+            ax.fill_between(steps, values * guard.min_scale, values, color=line.get_color(),
+                            alpha=0.12, linewidth=0)  # fmt: skip
         marked.update(b for b in _boundaries(schedule)[1:] if b < horizon)
+    if guard is not None:
+        ax.fill_between([], [], [], color="0.5", alpha=0.2, label="KL guard envelope")
+    for stage, step in sorted(getattr(schedules, "stage_entries", {}).items()):
+        if step < horizon:
+            ax.annotate(f"stage {stage} (expected)", (step, 1), xycoords=("data", "axes fraction"),
+                        xytext=(2, -10), textcoords="offset points", fontsize="x-small",
+                        color="0.35")  # fmt: skip
     if marked:  # one artist for all boundary lines, however many
         ax.vlines(_thin(np.array(sorted(marked))), 0, 1, transform=ax.get_xaxis_transform(),
                   colors="0.6", linestyles=":", linewidth=0.8)  # fmt: skip

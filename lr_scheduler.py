@@ -301,7 +301,7 @@ class ScheduleSet(Mapping[str, Schedule]):
         starts become those steps. The LR before the newest entry does not change."""
         if self._plan is None:
             return self
-        schedules, _ = self._plan.build(entries)
+        schedules = self._plan.build(entries)
         return ScheduleSet(
             schedules, base_lr=self.base_lr, total_steps=self.total_steps,
             scheduled=self.scheduled, disabled=self.disabled, knobs=self.knobs,
@@ -528,16 +528,20 @@ def _stage_number(start: Mapping[str, Any], path: str, count: int | None) -> int
 
 
 def _stage_starts(
-    raw: Sequence[Any], path: str, default_type: str, stages: Stages
-) -> tuple[list[Any], tuple[int, ...]]:
+    raw: Sequence[Any], path: str, stages: Stages
+) -> tuple[list[Any], tuple[int, ...], set[int]]:
     """Intervals whose ``start`` is ``{stage: k}``, checked and resolved: an entered stage's
     start becomes its entry step, and the list is cut before the first stage not yet entered
-    (the interval before it runs on, open-ended). Returns the intervals and the stage numbers
-    used. Stage starts come after any fixed starts, in increasing stage order; the interval
-    before one must not need its own end (step_decay, or exponential_decay with its rate and
-    interval given). A stage entered before the fixed start in front of it begins there
-    instead, and that interval is skipped (it never ran)."""
+    (the interval before it runs on, open-ended).
+
+    Returns the intervals, the stage numbers used, and the indices (into the intervals
+    returned) of those that end at a stage start. Their length is unknown in advance, so a
+    shape that needs it is laid out over the rest of the run, toward the next interval's LR,
+    and cut where the stage begins: the LR before an entry never depends on when it comes.
+    Stage starts come after any fixed starts, in increasing stage order. A stage entered before
+    the fixed start in front of it begins there instead, and that interval is skipped."""
     out: list[Any] = []
+    cut: set[int] = set()
     used: list[int] = []
     pending = False
     for i, item in enumerate(raw):
@@ -562,36 +566,34 @@ def _stage_starts(
                 f"stage {stage} after stage {used[-1]}: stages are entered in order, so each "
                 f"stage start must name a later stage than the one before (> {used[-1]})",
             )
-        prev, ppath = raw[i - 1], f"{path}.intervals[{i - 1}]"
-        if isinstance(prev, Mapping):
-            if prev.get("end") is not None:
-                raise ScheduleError(
-                    f"{ppath}.end", f"leave it out: this interval ends when stage {stage} begins"
-                )
-            kind = _interval_type(prev.get("type") or default_type, f"{ppath}.type")
-            given = {k for k, v in prev.items() if v is not None}
-            rate_known = bool({"decay_rate", "gamma"} & given)
-            every_known = bool({"decay_interval", "step_size", "gamma"} & given)
-            if kind in ("linear", "cosine") or (
-                kind == "exponential_decay" and not (rate_known and every_known)
-            ):
-                raise ScheduleError(
-                    f"{ppath}.type",
-                    f"a {kind} interval cannot end at a stage start (its length is unknown "
-                    "until the stage is entered, and its shape would depend on it); accepted: "
-                    "step_decay, or exponential_decay with decay_rate and decay_interval given",
-                )
+        prev = raw[i - 1]
+        if isinstance(prev, Mapping) and prev.get("end") is not None:
+            raise ScheduleError(
+                f"{path}.intervals[{i - 1}].end",
+                f"leave it out: this interval ends when the curriculum enters stage {stage}",
+            )
         used.append(stage)
-        if pending or stage not in stages.entries:
+        if pending:
+            continue
+        if out and isinstance(out[-1], Mapping):  # the interval this stage start ends
+            last = dict(out[-1])
+            if not any(last.get(k) is not None for k in ("final_lr", *FINAL_FRACTION_KEYS)):
+                nxt = item.get("lr") if item.get("lr") is not None else item.get("init_lr")
+                if nxt is not None:
+                    last["final_lr"] = nxt
+            out[-1] = last
+            cut.add(len(out) - 1)
+        if stage not in stages.entries:
             pending = True
             continue
         entry = int(stages.entries[stage])
         before = out[-1].get("start") if out and isinstance(out[-1], Mapping) else None
         if isinstance(before, (int, float)) and entry <= before:
             out.pop()  # the stage came before this interval's fixed start: it never ran
+            cut.discard(len(out))
             entry = int(before)
         out.append({**item, "start": entry})
-    return out, tuple(used)
+    return out, tuple(used), cut
 
 
 def _compile_network(
@@ -612,7 +614,7 @@ def _compile_network(
         raise ScheduleError(f"{path}.intervals", "missing required key: a list of intervals")
     if isinstance(raw, (str, bytes)) or not isinstance(raw, Sequence) or not raw:
         raise ScheduleError(f"{path}.intervals", f"expected a non-empty list, got {raw!r}")
-    raw, _ = _stage_starts(raw, path, default_type, stages or Stages())
+    raw, _, cut_by_stage = _stage_starts(raw, path, stages or Stages())
 
     # Pass 1: keys, types and boundaries of every interval.
     ends = _interval_ends(raw, path)
@@ -671,7 +673,7 @@ def _compile_network(
         min_lr = _lr(item["min_lr"], f"{ipath}.min_lr") if "min_lr" in item else None
         if final_lr is None:
             final_lr = rows[i + 1][4] if i + 1 < len(rows) else init_lr * DEFAULT_LAST_FINAL_FACTOR
-        span_end = end
+        span_end = None if i in cut_by_stage else end
         if span_end is None and total_steps is not None:
             span_end = max(total_steps, start + 1)  # open-ended: "runs to the end of training"
         fields: dict[str, Any] = {}
@@ -1027,7 +1029,12 @@ def compile_schedules(
         total_steps=total_steps, base=base, networks=tuple(networks), warmup=warmup,
         warmup_init=warmup_init, stage_count=num_stages,
     )  # fmt: skip
-    schedules, stage_starts = plan.build({})
+    stage_starts = plan.stage_starts()
+    if stage_starts:  # check the intervals not yet entered too, now, at made-up entry steps
+        used = sorted({k for v in stage_starts.values() for k in v})
+        span = total_steps or 1_000_000
+        plan.build({k: max(1, span * (i + 1) // (len(used) + 1)) for i, k in enumerate(used)})
+    schedules = plan.build({})
     disabled = _is_disabled()
     if disabled:
         log.warning(
@@ -1063,20 +1070,25 @@ class _Plan:
             return self.networks  # every network follows the warmup
         return tuple(self.nets)
 
-    def build(self, entries: Mapping[int, int]) -> tuple[dict[str, Schedule], dict[str, tuple]]:
-        """Every network's schedule given the stage entries so far, and network -> the stages
-        its intervals start at."""
+    def stage_starts(self) -> dict[str, tuple[int, ...]]:
+        """network -> the stages its intervals start at (networks without stage starts left
+        out); call it after :meth:`build` has checked the intervals."""
+        out = {}
+        for key, value in self.nets.items():
+            raw = value.get("intervals") if isinstance(value, Mapping) else None
+            if isinstance(raw, list):
+                used = tuple(iv["start"].get("stage") for iv in raw if isinstance(iv, Mapping)
+                             and isinstance(iv.get("start"), Mapping))  # fmt: skip
+                if used:
+                    out[key] = used
+        return out
+
+    def build(self, entries: Mapping[int, int]) -> dict[str, Schedule]:
+        """Every network's schedule given the stage entries so far (stage -> step)."""
         stages = Stages(self.stage_count, MappingProxyType(dict(entries)))
         schedules: dict[str, Schedule] = {}
-        stage_starts: dict[str, tuple[int, ...]] = {}
         for key, value in self.nets.items():
             schedules[key] = _compile_network(value, f"{self.path}.{key}", self.total_steps, stages)
-            raw = value.get("intervals") if isinstance(value, Mapping) else None
-            if isinstance(raw, list) and any(
-                isinstance(iv, Mapping) and isinstance(iv.get("start"), Mapping) for iv in raw
-            ):
-                stage_starts[key] = tuple(iv["start"]["stage"] for iv in raw[1:]
-                                          if isinstance(iv.get("start"), Mapping))  # fmt: skip
         if self.warmup and self.warmup_init != 1.0:
             # Every network follows the warmup, including those that keep the base lr.
             schedules = {
@@ -1086,8 +1098,7 @@ class _Plan:
                 )  # fmt: skip
                 for n in self.networks
             }
-        full = {n: schedules.get(n) or Schedule.constant(self.base[n]) for n in self.networks}
-        return full, stage_starts
+        return {n: schedules.get(n) or Schedule.constant(self.base[n]) for n in self.networks}
 
 
 def describe_difference(old: Mapping[str, Any], new: Mapping[str, Any]) -> str:

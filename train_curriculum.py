@@ -46,12 +46,25 @@ def preview(cfg: DictConfig, schedules: ScheduleSet, run_dir: Path) -> None:
     """dry_run=true: print the table, write lr_schedule.png; no env, no agent."""
     import lr_preview
 
+    if schedules.stages_used:  # stage starts: drawn at the curriculum's expected entries
+        schedules = schedules.at_stages(expected_stage_entries(cfg, schedules.stages_used))
     print(lr_preview.format_preview(schedules))
     png = run_dir / "lr_schedule.png"
     title = f"lr_schedule={HydraConfig.get().runtime.choices.get('lr_schedule')}, lr={cfg.lr}"
     lr_preview.plot_schedules(schedules, total_steps(cfg), png, title=title)
     print(f"\nfingerprint {schedules.fingerprint}; wrote {png}")
     print("dry run: schedule valid; no env or agent was built")
+
+
+def expected_stage_entries(cfg: DictConfig, stages: tuple[int, ...]) -> dict[int, int]:
+    """stage -> the step the preview assumes it is entered at: the curriculum preset's
+    ``expected_entry_fracs`` of the run where it has them (measured), else evenly spaced."""
+    steps = total_steps(cfg)
+    count = len(cfg.curriculum.stages)
+    fracs = list(cfg.curriculum.get("expected_entry_fracs") or [])
+    if len(fracs) < count - 1:  # not measured for this preset: stage k at k / count of the run
+        fracs = [k / count for k in range(1, count)]
+    return {k: int(round(fracs[k - 1] * steps)) for k in stages}
 
 
 def job_hparams(cfg: DictConfig) -> dict[str, Any]:

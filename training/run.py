@@ -125,6 +125,14 @@ def _diff(old: Any, new: Any, path: str) -> str:
     return f"{path}: {old!r} -> {new!r}"
 
 
+def _identity(value: Any) -> Any:
+    """A setting as far as it makes the run what it is: a curriculum's expected stage entries
+    only inform the preview."""
+    if isinstance(value, Mapping) and "expected_entry_fracs" in value:
+        return {k: v for k, v in value.items() if k != "expected_entry_fracs"}
+    return value
+
+
 class ResumeRefused(RuntimeError):
     """The run dir holds a run this one must not continue or replace; nothing was changed."""
 
@@ -275,7 +283,9 @@ class Workspace:
                 f"{path} was written by agent {saved_agent} while this run is agent {agent}: "
                 "a checkpoint of another agent cannot be resumed. Pick another hydra.run.dir"
             )
-        changed = [k for k in RUN_IDENTITY if k in saved and saved.get(k) != current.get(k)]
+        changed = [
+            k for k in RUN_IDENTITY if k in saved and _identity(saved.get(k)) != _identity(current.get(k))
+        ]  # fmt: skip
         if changed and not self.cfg.resume.allow_config_change:
             diff = "; ".join(_diff(saved.get(k), current.get(k), k) for k in changed)
             raise ResumeRefused(
