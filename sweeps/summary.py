@@ -28,11 +28,13 @@ from omegaconf import DictConfig
 
 COLUMNS = [
     "rank", "job", "overrides", "status", "final_eval_return", "best_eval_return", "stage",
-    "final_stage_step", "global_step", "wall_time_s", "steps_per_s", "error", "run_dir",
+    "final_stage_step", "stage_entries", "kl_scaled", "kl_min_scale", "global_step",
+    "wall_time_s", "steps_per_s", "error", "run_dir",
 ]  # fmt: skip
 SHOWN = [  # the markdown table: what decides a comparison, in reading order
     "rank", "job", "overrides", "status", "final_eval_return", "best_eval_return", "stage",
-    "final_stage_step", "wall_time_s", "steps_per_s", "error",
+    "final_stage_step", "stage_entries", "kl_scaled", "kl_min_scale", "wall_time_s",
+    "steps_per_s", "error",
 ]  # fmt: skip
 
 
@@ -46,6 +48,8 @@ def load_jobs(sweep_dir: Path) -> list[dict[str, Any]]:
         result_file = run_dir / "result.json"
         result = json.loads(result_file.read_text()) if result_file.exists() else {}
         stage = result.get("stage_reached")
+        guard = result.get("kl_guard") or {}
+        entries = result.get("stage_entry_steps") or []
         rows.append(
             {
                 **result,
@@ -56,6 +60,10 @@ def load_jobs(sweep_dir: Path) -> list[dict[str, Any]]:
                 if stage is None
                 else f"{stage + 1}/{result['num_stages']} {result['stage_name']}",
                 "run_dir": run_dir.name,
+                # Steps at which stages 1, 2, ... were entered; the KL guard's activity.
+                "stage_entries": " ".join(str(e) for e in entries[1:]) or None,
+                "kl_scaled": f"{guard['scaled_updates']}/{guard['updates']}" if guard else None,
+                "kl_min_scale": guard.get("min_scale_reached"),
             }
         )
     return rows
