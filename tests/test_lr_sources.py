@@ -88,7 +88,7 @@ def test_001_delay_first_decay_step_is_one_override_per_network():
     [
         ("lr_schedule=gentle_decay", {"actor": [(0, 1.0), (40_000, 0.5), (70_000, 0.25)]}),
         ("lr_schedule=aggressive_decay", {"critic": [(0, 1.0), (30_000, 0.5), (70_000, 0.05)]}),
-        ("lr_schedule=stage_based", {"encoder": [(0, 1.0), (10_000, 0.8), (50_000, 0.3)]}),
+        ("lr_schedule=stage_based_fixed", {"encoder": [(0, 1.0), (10_000, 0.8), (50_000, 0.3)]}),
         ("lr_schedule=constant", {"actor": [(0, 1.0), (99_999, 1.0)]}),
         ("", {"critic": [(0, 1.0), (99_999, 1.0)]}),
         (
@@ -108,7 +108,7 @@ def test_001_delay_first_decay_step_is_one_override_per_network():
             "lr_schedule.actor.intervals.0.init_lr=1.5e-4 lr_schedule.critic.intervals.0.lr=2.0e-4",
             {"encoder": [(0, 1.0), (60_000, 0.4)], "actor": [(0, 1.5)], "critic": [(0, 2.0)]},
         ),
-        ("lr_schedule=stage_based curriculum_preset=conservative", {"actor": [(40_000, 0.3)]}),
+        ("lr_schedule=stage_based_fixed curriculum_preset=conservative", {"actor": [(40_000, 0.3)]}),
     ],
 )
 def test_001_command_lines(line, expected):
@@ -341,11 +341,16 @@ def test_004_warmup_steps_on_a_step_preset_ramps_into_its_schedule():
     assert [sset["critic"](t) / BASE for t in (0, 500, 1000, 40_000)] == pytest.approx(
         [0.01, 0.505, 1.0, 0.5]
     )
-    # A warmup that crosses a boundary multiplies each piece (stage_based drops at 8 %).
-    staged = lrs(
-        "lr_schedule=stage_based", "lr_schedule.warmup_frac=0.1", "lr_schedule.warmup_init=0.5"
-    )
-    assert staged["actor"](9_000) == pytest.approx(0.8 * (0.5 + 0.5 * 0.9) * BASE)
+    # A warmup that crosses a boundary multiplies each piece (stage_based_fixed drops at 8 %),
+    # and so does a stage entered during the warmup (stage_based, stage 1 at step 8,000).
+    for preset in ("stage_based_fixed", "stage_based"):
+        staged = lrs(
+            f"lr_schedule={preset}", "lr_schedule.warmup_frac=0.1", "lr_schedule.warmup_init=0.5"
+        )
+        if preset == "stage_based":
+            assert staged["actor"](9_000) == pytest.approx((0.5 + 0.5 * 0.9) * BASE)
+            staged = staged.at_stages({1: 8_000})
+        assert staged["actor"](9_000) == pytest.approx(0.8 * (0.5 + 0.5 * 0.9) * BASE)
 
 
 def test_004_decay_type_and_decay_steps_on_any_preset():
