@@ -1093,7 +1093,8 @@ class _Plan:
             # Every network follows the warmup, including those that keep the base lr.
             schedules = {
                 n: with_warmup(
-                    schedules.get(n) or Schedule.constant(self.base[n]), self.warmup,
+                    schedules.get(n) or Schedule.constant(self.base[n]),
+                    self.warmup,
                     self.warmup_init,
                 )  # fmt: skip
                 for n in self.networks

@@ -127,8 +127,12 @@ def main() -> None:
         print(f"  {arm}: " + ", ".join(f"{v:.0f}" for v in table[arm]["final_return"]))
     # Differences against each arm's unguarded twin (and constant), paired by seed.
     print("\ndifferences (paired by seed), mean [95 % bootstrap CI]; * = the CI excludes 0:")
-    pairs = [("constant+guard", "constant"), ("warmup_cosine", "constant"),
-             ("warmup_cosine+guard", "warmup_cosine"), ("constant+guard", "warmup_cosine")]  # fmt: skip
+    pairs = [
+        ("constant+guard", "constant"),
+        ("warmup_cosine", "constant"),
+        ("warmup_cosine+guard", "warmup_cosine"),
+        ("constant+guard", "warmup_cosine"),
+    ]
     for a, b in pairs:
         if a not in table or b not in table:
             continue

@@ -155,11 +155,12 @@ def test_after_a_kill_ppo_resumes_at_the_saved_scale_as_the_uninterrupted_run(tm
 BAD_RUNS = {
     "stage_without_curriculum": (["agent=ppo", "env=cartpole", "lr_schedule=stage_based"],
                                  "lr_schedule.encoder.intervals[1].start.stage", "no curriculum"),
-    "stage_the_curriculum_lacks": (["lr_schedule=stage_based", "curriculum_preset=aggressive"],
-                                   "lr_schedule.encoder.intervals[3].start.stage",
-                                   "accepted: 1..2"),
-    "stage_out_of_order": (["lr_schedule=stage_based", "lr_schedule.critic.intervals.2.start.stage=1"],
-                           "lr_schedule.critic.intervals[2].start.stage", "entered in order"),
+    "stage_the_curriculum_lacks": (
+        ["lr_schedule=stage_based", "curriculum_preset=aggressive"],
+        "lr_schedule.encoder.intervals[3].start.stage", "accepted: 1..2"),
+    "stage_out_of_order": (
+        ["lr_schedule=stage_based", "lr_schedule.critic.intervals.2.start.stage=1"],
+        "lr_schedule.critic.intervals[2].start.stage", "entered in order"),
     "guard_on_drqv2": (["lr_schedule.kl_guard.enabled=true"],
                        "lr_schedule.kl_guard.enabled", "accepted: agent=ppo"),
     "guard_floor": (["agent=ppo", "env=cartpole", "lr_schedule.kl_guard.enabled=true",
@@ -196,12 +197,16 @@ def test_preview_shows_stage_starts_at_expected_entries_and_the_guard_envelope(t
     # balanced's expected entries (fractions 0.08 / 0.32 / 0.39 of the 100k-step default run).
     assert "stage 1 at step 8000, stage 2 at step 32000, stage 3 at step 39000" in out
     assert "expected entries" in out
-    rows = [line.split() for line in out.splitlines() if line.strip().startswith(("8000 ", "39000 "))]
+    rows = [
+        line.split() for line in out.splitlines() if line.strip().startswith(("8000 ", "39000 "))
+    ]
     assert [r[1] for r in rows[:2]] == ["8.0000e-05", "3.0000e-05"]
     assert (tmp_path / "s" / "lr_schedule.png").stat().st_size > 10_000
 
-    guard = run_cli("agent=ppo", "env=cartpole", "lr_schedule.kl_guard.enabled=true",
-                    "lr_schedule.kl_guard.min_scale=0.1", "dry_run=true", run_dir=tmp_path / "g")  # fmt: skip
+    guard = run_cli(
+        "agent=ppo", "env=cartpole", "lr_schedule.kl_guard.enabled=true",
+        "lr_schedule.kl_guard.min_scale=0.1", "dry_run=true", run_dir=tmp_path / "g",
+    )  # fmt: skip
     assert guard.returncode == 0, guard.stderr[-2000:]
     assert "KL guard on for encoder, actor, critic" in guard.stdout
     assert "scale in [0.1, 1]" in guard.stdout and "approx KL > 0.02" in guard.stdout

@@ -108,7 +108,10 @@ def test_001_delay_first_decay_step_is_one_override_per_network():
             "lr_schedule.actor.intervals.0.init_lr=1.5e-4 lr_schedule.critic.intervals.0.lr=2.0e-4",
             {"encoder": [(0, 1.0), (60_000, 0.4)], "actor": [(0, 1.5)], "critic": [(0, 2.0)]},
         ),
-        ("lr_schedule=stage_based_fixed curriculum_preset=conservative", {"actor": [(40_000, 0.3)]}),
+        (
+            "lr_schedule=stage_based_fixed curriculum_preset=conservative",
+            {"actor": [(40_000, 0.3)]},
+        ),
     ],
 )
 def test_001_command_lines(line, expected):

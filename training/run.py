@@ -284,8 +284,10 @@ class Workspace:
                 "a checkpoint of another agent cannot be resumed. Pick another hydra.run.dir"
             )
         changed = [
-            k for k in RUN_IDENTITY if k in saved and _identity(saved.get(k)) != _identity(current.get(k))
-        ]  # fmt: skip
+            k
+            for k in RUN_IDENTITY
+            if k in saved and _identity(saved.get(k)) != _identity(current.get(k))
+        ]
         if changed and not self.cfg.resume.allow_config_change:
             diff = "; ".join(_diff(saved.get(k), current.get(k), k) for k in changed)
             raise ResumeRefused(
@@ -321,9 +323,7 @@ class Workspace:
         if optimizers is not None:  # one optimizer per network (DrQ-v2)
             controller = lr_scheduler.LRController.for_optimizers(schedules, optimizers)
         else:
-            controller = lr_scheduler.LRController.for_named_groups(
-                schedules, self.agent.optimizer
-            )
+            controller = lr_scheduler.LRController.for_named_groups(schedules, self.agent.optimizer)
         saved = (state or {}).get("lr_schedule") or {}
         if controller.guard is not None and saved.get("kl_guard"):
             controller.guard.load_state_dict(saved["kl_guard"])
