@@ -7,16 +7,23 @@ its final eval return, and a run that has not reached the final stage by the cap
 censored there. Ten or more seeds per arm, means with 95 % bootstrap confidence intervals, paired
 differences by seed. The commit is printed with the table.
 
-    python benchmarks/stage_study.py [--seeds 0 1 ... 9] [--cap 40000] [--jobs 1]
+    python benchmarks/stage_study.py [--seeds 0 1 ... 9] [--cap 40000] [--cache DIR]
+
+Each finished run is kept in ``--cache`` (one JSON file a run; a run is claimed by a file made
+with O_EXCL first), so a stopped study picks up where it was, and several processes (on one
+machine or sharing the dir) split the runs between them; each prints the table once every run
+is there.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+import os
 import sys
 import tempfile
-from concurrent.futures import ProcessPoolExecutor
+import time
 from pathlib import Path
 
 import numpy as np
@@ -58,12 +65,28 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=list(range(10)))
     parser.add_argument("--cap", type=int, default=40_000)
-    parser.add_argument("--jobs", type=int, default=1)
+    parser.add_argument("--cache", type=Path, default=ROOT / "benchmarks" / ".stage_study")
     args = parser.parse_args()
+    args.cache.mkdir(parents=True, exist_ok=True)
     jobs = [(a, s) for s in args.seeds for a in ARMS]
-    with ProcessPoolExecutor(args.jobs) as pool:
-        futures = {job: pool.submit(run, *job, args.cap) for job in jobs}
-        results = {job: f.result() for job, f in futures.items()}
+
+    def done(arm: str, seed: int) -> Path:
+        return args.cache / f"{arm}-seed{seed}-cap{args.cap}.json"
+
+    for arm, seed in jobs:
+        claim = done(arm, seed).with_suffix(".claim")
+        try:
+            os.close(os.open(claim, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        except FileExistsError:
+            continue  # finished, or another process runs it
+        out = run(arm, seed, args.cap)
+        tmp = done(arm, seed).with_suffix(".tmp")
+        tmp.write_text(json.dumps(out))
+        tmp.replace(done(arm, seed))
+        print(f"{arm} seed {seed}: {out}", flush=True)
+    while not all(done(*job).exists() for job in jobs):
+        time.sleep(10)  # runs another process claimed
+    results = {job: json.loads(done(*job).read_text()) for job in jobs}
     print(f"commit {commit()}; default gimbal run (DrQ-v2, state, balanced, 100k-step schedule) "
           f"cut at {args.cap} steps; seeds {args.seeds}; mean [95 % bootstrap CI]\n")  # fmt: skip
     print("| arm | steps to final stage (censored at the cap) | reached final stage "
