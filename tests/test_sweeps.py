@@ -133,7 +133,10 @@ def finished(final: float, stage: int, **extra) -> dict:
 def test_summary_rebuilt_by_hand_from_the_job_dirs(tmp_path):
     results = {
         0: finished(10.0, 1),
-        1: finished(30.0, 2, final_stage_step=800),
+        1: finished(
+            30.0, 2, final_stage_step=800, stage_entry_steps=[0, 300, 800],
+            kl_guard={"updates": 40, "scaled_updates": 12, "min_scale_reached": 0.25, "scale": 1.0},
+        ),  # fmt: skip
         2: {**finished(50.0, 0), "status": "failed", "error": "Diverged: diverged at step 7"},
         3: None,  # killed from outside: no result.json
     }
@@ -160,11 +163,17 @@ def test_summary_rebuilt_by_hand_from_the_job_dirs(tmp_path):
             assert (row[column] == "") if value is None else float(row[column]) == value, column
         assert row["error"] == (result.get("error") or "")
     assert rows[0]["stage"] == "3/3 track" and rows[1]["stage"] == "2/3 hold"
+    # Stage entries and the KL guard's activity, where the run had them.
+    assert (rows[0]["stage_entries"], rows[0]["kl_scaled"], rows[0]["kl_min_scale"]) == (
+        "300 800", "12/40", "0.25",
+    )  # fmt: skip
+    assert (rows[1]["stage_entries"], rows[1]["kl_scaled"]) == ("", "")
     markdown = (tmp_path / "summary.md").read_text()
     assert "**Winner: job 1 (lr=2e-4)**, final eval return 30, stage 3/3 track." in markdown
     assert "2 of 4 jobs completed." in markdown and "Common to every job: `seed=0`" in markdown
     table = [line for line in markdown.splitlines() if line.startswith("| ")]
     assert [line.split(" | ")[1] for line in table[1:]] == ["1", "0", "2", "3"]  # job column
+    assert "| 300 800 | 12/40 | 0.25 |" in table[1]
     assert (tmp_path / "summary.png").read_bytes()[:4] == b"\x89PNG"
 
 
