@@ -134,7 +134,10 @@ def test_summary_rebuilt_by_hand_from_the_job_dirs(tmp_path):
     results = {
         0: finished(10.0, 1),
         1: finished(
-            30.0, 2, final_stage_step=800, stage_entry_steps=[0, 300, 800],
+            30.0,
+            2,
+            final_stage_step=800,
+            stage_entry_steps=[0, 300, 800],
             kl_guard={"updates": 40, "scaled_updates": 12, "min_scale_reached": 0.25, "scale": 1.0},
         ),  # fmt: skip
         2: {**finished(50.0, 0), "status": "failed", "error": "Diverged: diverged at step 7"},
