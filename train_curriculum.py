@@ -192,4 +192,15 @@ def save_job_config(run_dir: Path, cfg: DictConfig) -> None:
 
 if __name__ == "__main__":
     os.environ.setdefault("MPLBACKEND", "Agg")
-    main()
+    try:
+        main()
+    except SystemExit as stop:
+        # Hydra exits 1 when the schema refuses a preset; say which key path, as for overrides.
+        args = sys.argv[1:]
+        if stop.code == 1 and not any(a.startswith("-") for a in args):
+            from training.workspace import explain_rejected_config
+
+            if (message := explain_rejected_config(args)) is not None:
+                print(f"error: {message}", file=sys.stderr)
+                sys.exit(2)
+        raise

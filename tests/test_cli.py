@@ -263,13 +263,22 @@ def test_a_typo_in_a_preset_or_override_fails_at_compose_time(tmp_path, where, t
         f"hydra.searchpath=[file://{tmp_path / 'p'}]", "lr_schedule=typo", *extra, NO_ENV,
         run_dir=tmp_path / "run",
     )  # fmt: skip
-    assert proc.returncode == 1 and not (tmp_path / "run" / "tb").exists()
+    assert not (tmp_path / "run" / "tb").exists()
     key = "warmup_step" if where == "knob" else "decay_rte"
     assert f"Key '{key}' not in" in proc.stderr, proc.stderr
     if where == "override":
+        assert proc.returncode == 1
         assert "full_key: lr_schedule.actor.intervals[0].decay_rte" in proc.stderr
-    else:
-        assert "In 'lr_schedule/typo'" in proc.stderr
+        return
+    # Hydra names the file and the class; the last line names the key path and a close match.
+    assert "In 'lr_schedule/typo'" in proc.stderr and proc.returncode == 2
+    last = proc.stderr.strip().splitlines()[-1]
+    path, close = {
+        "file": ("lr_schedule.actor.intervals[0].decay_rte", "decay_rate"),
+        "knob": ("lr_schedule.warmup_step", "warmup_steps"),
+    }[where]
+    assert last.startswith(f"error: invalid learning-rate schedule: {path}: unknown key"), last
+    assert f"did you mean '{close}'" in last
 
 
 def test_unknown_top_level_key_fails_at_compose(tmp_path):

@@ -42,3 +42,31 @@ def workspace_from_overrides(overrides: list[str], run_dir: Path) -> Workspace:
     """The workspace the CLI would train, e.g. ``["agent=ppo", "env=cartpole", "lr=1e-3"]``."""
     cfg = compose_config(overrides)
     return make_workspace(cfg, Path(run_dir), compile_run_schedules(cfg))
+
+
+def explain_rejected_config(overrides: list[str]) -> str | None:
+    """Why the schema refused a composition, in the engine's words (key path, close match):
+    Hydra names the class and the preset file of a key it does not know, not its path. The
+    config is composed again with an untyped root and handed to the schedule compiler; None if
+    that finds nothing (the problem is elsewhere)."""
+    from hydra.core.config_store import ConfigStore
+    from omegaconf import OmegaConf
+
+    from lr_scheduler import ScheduleError
+    from training.schema import TrainConfig
+
+    plain = OmegaConf.to_container(OmegaConf.structured(TrainConfig))
+    plain["lr_schedule"] = {}
+    store = ConfigStore.instance()
+    store.store(name="train_schema", node=plain)
+    try:
+        cfg = compose_config(overrides)
+        compile_run_schedules(cfg)
+    except ScheduleError as err:
+        return f"invalid learning-rate schedule: {err}"
+    except Exception:  # composes no better without the schema: Hydra's message stands
+        return None
+    finally:
+        store.store(name="train_schema", node=TrainConfig)
+    return None
+
