@@ -69,4 +69,3 @@ def explain_rejected_config(overrides: list[str]) -> str | None:
     finally:
         store.store(name="train_schema", node=TrainConfig)
     return None
-
