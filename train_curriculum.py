@@ -59,10 +59,12 @@ def preview(cfg: DictConfig, schedules: ScheduleSet, run_dir: Path) -> None:
 def expected_stage_entries(cfg: DictConfig, stages: tuple[int, ...]) -> dict[int, int]:
     """stage -> the step the preview assumes it is entered at: the curriculum preset's
     ``expected_entry_fracs`` of the run where it has them (measured), else evenly spaced."""
-    steps = total_steps(cfg)
-    count = len(cfg.curriculum.stages)
-    fracs = list(cfg.curriculum.get("expected_entry_fracs") or [])
-    if len(fracs) < count - 1:  # not measured for this preset: stage k at k / count of the run
+    from training.run import make_curriculum
+
+    curriculum = make_curriculum(cfg)  # checks expected_entry_fracs
+    steps, count = total_steps(cfg), curriculum.num_stages
+    fracs = curriculum.expected_entry_fracs
+    if fracs is None:  # not measured for this preset: stage k at k / count of the run
         fracs = [k / count for k in range(1, count)]
     return {k: int(round(fracs[k - 1] * steps)) for k in stages}
 

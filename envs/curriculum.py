@@ -30,6 +30,9 @@ class CurriculumManager:
         window: number of most recent episodes the success rate is computed over.
         min_episodes: episodes a stage must last at least before it may be left.
         success_threshold: success rate in (0, 1] needed to advance.
+        expected_entry_fracs: where stages 1, 2, ... are usually entered, as increasing
+            fractions of a run (measured; one per stage after the first). Only previews use it,
+            to draw schedules whose intervals start at a stage.
     """
 
     def __init__(
@@ -38,6 +41,7 @@ class CurriculumManager:
         window: int = 20,
         min_episodes: int = 10,
         success_threshold: float = 0.8,
+        expected_entry_fracs: Sequence[float] | None = None,
     ) -> None:
         if isinstance(stages, str | bytes) or not isinstance(stages, Sequence):
             raise ValueError(f"stages must be a list of mappings, got {type(stages).__name__}")
@@ -69,6 +73,20 @@ class CurriculumManager:
         ):
             raise ValueError(f"success_threshold must be in (0, 1], got {success_threshold!r}")
 
+        if expected_entry_fracs is not None:
+            fracs = list(expected_entry_fracs)
+            if (
+                len(fracs) != len(stages) - 1
+                or any(isinstance(f, bool) or not isinstance(f, int | float) for f in fracs)
+                or any(not 0.0 < f < 1.0 for f in fracs)
+                or fracs != sorted(set(fracs))
+            ):
+                raise ValueError(
+                    f"expected_entry_fracs must be {len(stages) - 1} increasing fractions in "
+                    f"(0, 1), one per stage after the first, got {expected_entry_fracs!r}"
+                )
+            expected_entry_fracs = tuple(float(f) for f in fracs)
+        self.expected_entry_fracs = expected_entry_fracs
         self.window = window
         self.min_episodes = min_episodes
         self.success_threshold = float(success_threshold)

@@ -150,3 +150,13 @@ def test_presets_rise_in_strictness() -> None:
         values = [config[key] for config in order]
         assert values == sorted(values) and len(set(values)) == 3, key
     assert [len(config.stages) for config in order] == [3, 4, 6]
+
+
+@pytest.mark.parametrize("fracs", [[0.5], [0.3, 0.2, 0.4], [0.1, 0.2, 1.0], [0.1, "0.2", 0.3]])
+def test_expected_entry_fracs_must_be_one_increasing_fraction_per_later_stage(fracs) -> None:
+    stages = [{"name": f"s{i}"} for i in range(4)]
+    with pytest.raises(ValueError, match="3 increasing fractions in"):
+        CurriculumManager(stages, expected_entry_fracs=fracs)
+    assert CurriculumManager(stages, expected_entry_fracs=[0.1, 0.2, 0.3]).expected_entry_fracs == (
+        0.1, 0.2, 0.3,
+    )  # fmt: skip

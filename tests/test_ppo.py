@@ -114,9 +114,9 @@ def before_each_update(ws: OnPolicyWorkspace, check) -> None:
     collected it."""
     update = ws.agent.update
 
-    def checked_update(batch, refresh_lr):
+    def checked_update(batch, *hooks):
         check()
-        return update(batch, refresh_lr)
+        return update(batch, *hooks)
 
     ws.agent.update = checked_update
 

@@ -89,7 +89,10 @@ def make_curriculum(cfg: DictConfig):
     if not (cfg.env.get("curriculum") and cfg.curriculum is not None):
         return None
     c = OmegaConf.to_container(cfg.curriculum, resolve=True)
-    return CurriculumManager(c["stages"], c["window"], c["min_episodes"], c["success_threshold"])
+    return CurriculumManager(
+        c["stages"], c["window"], c["min_episodes"], c["success_threshold"],
+        c.get("expected_entry_fracs"),
+    )  # fmt: skip
 
 
 def _strict(value: Any) -> Any:
