@@ -1152,12 +1152,14 @@ def check_schedule_state(
 class KLGuardSpec:
     """How the KL guard scales the LR (``lr_schedule.kl_guard``, LR_SCHEDULING.md "KL guard").
 
-    After every gradient step the guard reads that minibatch's approximate KL: above
-    ``target x high`` the scale is divided by ``factor`` (not below ``min_scale``), below
-    ``target x low`` multiplied by it (not above 1). The LR is ``schedule(step) x scale``. The
-    rule and its 2x / 0.5x / 1.5 defaults are those of rsl_rl's and rl_games' adaptive PPO LR,
-    kept inside the schedule instead of replacing it; ``target`` 0.01 makes the guard act from
-    0.02, the threshold source document 002 names.
+    After every update (PPO: one rollout's epochs) the guard reads that update's mean
+    approximate KL: above ``target x high`` the scale is divided by ``factor`` (not below
+    ``min_scale``), below ``target x low`` multiplied by it (not above 1); the next update trains
+    at ``schedule(step) x scale``. The 2x / 0.5x / 1.5 band and factor are those of rl_games'
+    and rsl_rl's adaptive PPO LR, kept inside the schedule instead of replacing it; ``target``
+    0.01 makes the guard act from 0.02, the threshold source document 002 names. (Per
+    minibatch, as rsl_rl reads it, the first minibatch of every update shows a KL near 0, so
+    the scale recovered at the start of each update: LR_SCHEDULING.md has the measurement.)
     """
 
     target: float = 0.01
@@ -1229,12 +1231,12 @@ class KLGuard:
     def __init__(self, spec: KLGuardSpec):
         self.spec = spec
         self.scale = 1.0
-        self.updates = 0  # gradient steps observed
-        self.scaled_updates = 0  # of those, steps taken at a scale below 1
+        self.updates = 0  # updates observed
+        self.scaled_updates = 0  # of those, updates trained at a scale below 1
         self.lowest = 1.0  # the lowest scale applied
 
     def observe(self, kl: float) -> bool:
-        """Take one gradient step's approximate KL; True when the scale changed."""
+        """Take one update's approximate KL; True when the scale changed."""
         spec, before = self.spec, self.scale
         self.updates += 1
         if before < 1.0:
@@ -1259,7 +1261,7 @@ class KLGuard:
         self.lowest = float(state["lowest"])
 
     def summary(self) -> dict[str, Any]:
-        """What ``result.json`` reports: steps observed, steps scaled, the lowest scale."""
+        """What ``result.json`` reports: updates observed, updates scaled, the lowest scale."""
         return {"updates": self.updates, "scaled_updates": self.scaled_updates,
                 "min_scale_reached": self.lowest, "scale": self.scale}  # fmt: skip
 
@@ -1386,8 +1388,8 @@ class LRController:
         return self.schedules[name](global_step) * self._scale(name)
 
     def observe_kl(self, approx_kl: float) -> None:
-        """Feed the KL guard one gradient step's approximate KL; a changed scale is written at
-        the next :meth:`apply`. Without a guard this does nothing."""
+        """Feed the KL guard one update's approximate KL; a changed scale is written at the next
+        :meth:`apply`. Without a guard this does nothing."""
         if self.guard is not None and self.guard.observe(float(approx_kl)):
             self._current.clear()
             self._lo, self._hi = 0, -1

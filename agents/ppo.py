@@ -57,7 +57,7 @@ class PPOAgent:
     """
 
     on_policy = True
-    reports_kl = True  # update() hands each gradient step's approx KL to observe_kl
+    reports_kl = True  # update() returns the update's mean approx KL (the KL guard reads it)
 
     def __init__(
         self,
@@ -238,17 +238,12 @@ class PPOAgent:
         return out
 
     def update(
-        self,
-        batch: Mapping[str, torch.Tensor],
-        refresh_lr: Callable[[float], object],
-        observe_kl: Callable[[float], object] | None = None,
+        self, batch: Mapping[str, torch.Tensor], refresh_lr: Callable[[float], object]
     ) -> dict[str, float]:
         """PPO epochs over one rollout; returns the mean losses and diagnostics.
 
         ``refresh_lr(progress)`` sets the LRs for ``progress`` in ``[0, 1)``, the fraction of
         this update's planned minibatch steps already done; it is called when ``step_on`` says.
-        ``observe_kl(kl)``, if given, receives every gradient step's approximate KL (of the
-        policy before the step against the rollout's), right after the step (the KL guard).
 
         ``batch`` holds ``[T, N, ...]`` tensors: ``obs``, ``starts``, ``hidden``, ``actions``,
         ``log_probs``, ``values``, ``advantages``, ``returns``. Feedforward minibatches are
@@ -283,8 +278,6 @@ class PPOAgent:
                 self._optimizer_step()
                 totals += stats
                 epoch_kl += stats[3]
-                if observe_kl is not None:
-                    observe_kl(float(stats[3]))
                 count += 1
                 epoch_count += 1
             if self.target_kl is not None and float(epoch_kl) / epoch_count > self.target_kl:

@@ -80,6 +80,14 @@ def bootstrap_ci(values: np.ndarray, reps: int = 10_000, seed: int = 0) -> tuple
     return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
 
 
+def ratio_ci(num: np.ndarray, den: np.ndarray, reps: int = 10_000) -> tuple[float, float]:
+    """95 % bootstrap interval of mean(num) / mean(den), resampling seeds in pairs."""
+    rng = np.random.default_rng(0)
+    idx = rng.integers(0, len(num), size=(reps, len(num)))
+    ratios = num[idx].mean(axis=1) / den[idx].mean(axis=1)
+    return float(np.percentile(ratios, 2.5)), float(np.percentile(ratios, 97.5))
+
+
 def commit() -> str:
     try:
         out = subprocess.run(
@@ -143,7 +151,9 @@ def main() -> None:
             mark = "*" if lo > 0 or hi < 0 else " "
             parts.append(f"{metric} {diff.mean():+{fmt}} [{lo:+{fmt}}, {hi:+{fmt}}]{mark}")
         ratio = table[b]["peak_kl"].mean() / table[a]["peak_kl"].mean()
-        print(f"  {a} - {b}: " + "; ".join(parts) + f"; peak-KL ratio {b}/{a} = {ratio:.2f}x")
+        lo, hi = ratio_ci(table[b]["peak_kl"], table[a]["peak_kl"])
+        print(f"  {a} - {b}: " + "; ".join(parts)
+              + f"; peak-KL ratio {b}/{a} = {ratio:.2f}x [{lo:.2f}, {hi:.2f}]")  # fmt: skip
 
 
 if __name__ == "__main__":

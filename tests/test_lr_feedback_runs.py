@@ -128,9 +128,9 @@ def test_kl_guard_scale_survives_kill9_through_the_cli(tmp_path):
 
 
 def test_after_a_kill_ppo_resumes_at_the_saved_scale_as_the_uninterrupted_run(tmp_path):
-    """The first update after the resume uses schedule x the checkpoint's scale, as the
-    uninterrupted run does at that update (later updates see other episodes: the envs restart
-    at a resume, so their KLs, and the scale they steer, differ)."""
+    """The first update after the resume trains at schedule x the checkpoint's scale, at every
+    minibatch exactly as the uninterrupted run's does (later updates see other episodes: the
+    envs restart at a resume, so their KLs, and the scale they steer, differ)."""
     args = [*GUARDED, "lr_schedule=warmup_cosine"]
     straight = workspace_from_overrides(args, tmp_path / "straight")
     straight_seen = record_updates(straight)
@@ -145,11 +145,13 @@ def test_after_a_kill_ppo_resumes_at_the_saved_scale_as_the_uninterrupted_run(tm
     resumed_seen = record_updates(resumed)
     resumed.train()
     first_step = resumed_seen[0][0]  # the end of the first rollout after the resume
-    first_update = [r for r in resumed_seen if r[0] == first_step][:3]  # its first minibatch
-    assert first_update == [r for r in straight_seen if r[0] == first_step][:3]
+    first_update = [r for r in resumed_seen if r[0] == first_step]
+    assert len(first_update) == 3 * 16  # 3 groups x 4 epochs x 4 minibatches
+    assert first_update == [r for r in straight_seen if r[0] == first_step]
     clock = saved["global_step"]  # the update's first minibatch reads the rollout's first step
-    for _, name, lr in first_update:
+    for _, name, lr in first_update[:3]:
         assert lr == pytest.approx(resumed.schedules[name](clock) * scale, rel=1e-9)
+    assert max(lr for _, _, lr in first_update) < 1e-2 * scale * (1 + 1e-9)
 
 
 BAD_RUNS = {

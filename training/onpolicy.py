@@ -175,17 +175,14 @@ class OnPolicyWorkspace(Workspace):
                     "actions": buf.actions, "log_probs": buf.log_probs, "values": buf.values,
                     "advantages": advantages, "returns": returns,
                 }  # fmt: skip
-                guard = self.lr.guard
-                metrics = agent.update(
-                    batch, partial(self._refresh_lr, before, step - before),
-                    None if guard is None else self.lr.observe_kl,
-                )  # fmt: skip
+                metrics = agent.update(batch, partial(self._refresh_lr, before, step - before))
                 check_finite({k: metrics[k] for k in ("policy_loss", "value_loss")}, step)
                 self.telemetry.scalars(metrics, step, prefix="ppo/")
                 # The LR the update's last minibatch used, read from the optimizer.
                 self.telemetry.scalar("ppo/learning_rate", self.lr.read()["actor"], step)
-                if guard is not None:  # the KL guard's scale after this update
-                    self.telemetry.scalar("lr_scale", guard.scale, step)
+                if self.lr.guard is not None:  # the scale the next update will use
+                    self.lr.observe_kl(metrics["approx_kl"])
+                    self.telemetry.scalar("lr_scale", self.lr.guard.scale, step)
                 boundary = bool(marks) and step >= marks[0]
                 while marks and step >= marks[0]:
                     marks.pop(0)
