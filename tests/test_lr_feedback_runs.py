@@ -103,19 +103,17 @@ GUARDED = [*TINY_PPO, "lr=1e-2", "lr_schedule.kl_guard.enabled=true",
 
 
 def test_kl_guard_scale_survives_kill9_through_the_cli(tmp_path):
-    straight, killed = tmp_path / "straight", tmp_path / "killed"
-    done = run_cli(*GUARDED, run_dir=straight)
-    assert done.returncode == 0, done.stderr[-3000:]
+    killed = tmp_path / "killed"
     at_kill, _ = kill_then_rerun(*GUARDED, run_dir=killed, at_step=1500)
     saved = at_kill["lr_schedule"]["kl_guard"]
     assert saved["scale"] < 1.0, "the guard must have acted before the kill for this to bite"
 
-    a, b = latest(straight), latest(killed)
-    assert a["global_step"] == b["global_step"]
-    guard_a, guard_b = a["lr_schedule"]["kl_guard"], b["lr_schedule"]["kl_guard"]
-    # The rerun carried the guard on: its counts run on from the checkpoint's (the same number
-    # of gradient steps as the straight run), its lowest scale includes the killed part's.
-    assert guard_b["updates"] == guard_a["updates"] > saved["updates"]
+    b = latest(killed)
+    guard_b = b["lr_schedule"]["kl_guard"]
+    # The rerun carried the guard on: its counts run on from the checkpoint's (one update per
+    # 4 x 64-step rollout of the whole run, as an uninterrupted run), its lowest scale includes
+    # the killed part's.
+    assert guard_b["updates"] == b["global_step"] // 256 > saved["updates"] == 1536 // 256
     assert guard_b["scaled_updates"] >= saved["scaled_updates"]
     assert guard_b["lowest"] <= saved["lowest"]
     # What the optimizer holds at the end is the schedule (constant 1e-2) x the final scale.
@@ -172,9 +170,22 @@ BAD_RUNS = {
                        "lr_schedule.kl_guard.networks=[actor,polcy]"],
                       "lr_schedule.kl_guard.networks[1]", "unknown network 'polcy'"),
 }  # fmt: skip
+THROUGH_THE_CLI = ("stage_without_curriculum", "guard_on_drqv2")  # the rest: the same compile path
 
 
-@pytest.mark.parametrize("case", list(BAD_RUNS))
+@pytest.mark.parametrize("case", [c for c in BAD_RUNS if c not in THROUGH_THE_CLI])
+def test_bad_stage_starts_and_guards_are_refused_by_the_run_compile_path(case):
+    from lr_scheduler import ScheduleError
+    from training.run import compile_run_schedules
+    from training.workspace import compose_config
+
+    overrides, path, words = BAD_RUNS[case]
+    with pytest.raises(ScheduleError) as err:
+        compile_run_schedules(compose_config(overrides))
+    assert err.value.path == path and words in err.value.problem, str(err.value)
+
+
+@pytest.mark.parametrize("case", THROUGH_THE_CLI)
 def test_bad_stage_starts_and_guards_exit_2_with_the_key_path_before_any_env(tmp_path, case):
     overrides, path, words = BAD_RUNS[case]
     proc = run_cli(*overrides, NO_ENV, run_dir=tmp_path)
