@@ -22,6 +22,7 @@ script prints it.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import subprocess
 import sys
@@ -111,12 +112,16 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=2, help="parallel processes")
     parser.add_argument("--arms", nargs="+", choices=sorted(ARMS), default=list(ARMS))
     parser.add_argument("--set", nargs="*", default=[], help="extra overrides, e.g. lr=1e-2")
+    parser.add_argument("--out", type=Path, help="also write every run's numbers here (JSON)")
     args = parser.parse_args()
     setting = [*SETTINGS[args.setting], *args.set]
     jobs = [(a, s) for a in args.arms for s in args.seeds]
     with ProcessPoolExecutor(args.jobs) as pool:
         futures = {job: pool.submit(run, setting, *job, args.steps) for job in jobs}
         results = {job: f.result() for job, f in futures.items()}
+    if args.out is not None:  # per run, so tables from several commits can be put together
+        rows = [{"arm": a, "seed": s, "commit": commit(), **r} for (a, s), r in results.items()]
+        args.out.write_text(json.dumps(rows, indent=1))
     print(f"commit {commit()}; setting {args.setting} ({' '.join(setting)}), {args.steps} "
           f"steps, seeds {args.seeds}; mean [95 % bootstrap CI] over seeds\n")  # fmt: skip
     print("| arm | peak approx_kl | updates with KL > 0.02 | final return (last 20 ep.) |")
