@@ -59,8 +59,13 @@ def explain_rejected_config(overrides: list[str]) -> str | None:
     plain["lr_schedule"] = {}
     store = ConfigStore.instance()
     store.store(name="train_schema", node=plain)
+    # Without the schema, a key a preset does not spell can only be added: force-add overrides
+    # into lr_schedule, so a misspelt one reaches the compiler too.
+    forced = [
+        f"++{o}" if o.startswith("lr_schedule.") and "=" in o else o for o in overrides
+    ]  # fmt: skip
     try:
-        cfg = compose_config(overrides)
+        cfg = compose_config(forced)
         compile_run_schedules(cfg)
     except ScheduleError as err:
         return f"invalid learning-rate schedule: {err}"
