@@ -200,9 +200,13 @@ def test_a_guard_key_typo_fails_at_compose_time(tmp_path):
     proc = run_cli("agent=ppo", "env=cartpole", "lr_schedule.kl_guard.targt=0.01", NO_ENV,
                    run_dir=tmp_path)  # fmt: skip
     assert proc.returncode == 2 and "full_key: lr_schedule.kl_guard.targt" in proc.stderr
-    assert proc.stderr.strip().splitlines()[-1].startswith(
-        "error: invalid learning-rate schedule: lr_schedule.kl_guard.targt: unknown key "
-        "(did you mean 'target'?)"
+    assert (
+        proc.stderr.strip()
+        .splitlines()[-1]
+        .startswith(
+            "error: invalid learning-rate schedule: lr_schedule.kl_guard.targt: unknown key "
+            "(did you mean 'target'?)"
+        )
     )
     assert not (tmp_path / "tb").exists()
 
