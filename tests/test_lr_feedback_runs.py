@@ -40,7 +40,8 @@ def killed_after(ws, step: int) -> None:
 
 
 LOOPS = [
-    pytest.param([*TINY, "lr_schedule=stage_based"], 1700, id="drqv2"),
+    # Entries at 800, 1600, 2400 (a stage every fourth 200-step episode): 2,500 frames suffice.
+    pytest.param([*TINY, "num_train_frames=2500", "lr_schedule=stage_based"], 1700, id="drqv2"),
     pytest.param([*TINY_PPO, "env=gimbal", "lr_schedule=stage_based", "lr=1e-3"], 2100, id="ppo"),
 ]
 
@@ -98,7 +99,7 @@ def test_stage_starts_follow_the_real_entries_and_survive_a_kill(
         )
 
 
-GUARDED = [*TINY_PPO, "lr=1e-2", "lr_schedule.kl_guard.enabled=true",
+GUARDED = [*TINY_PPO, "num_train_frames=4000", "lr=1e-2", "lr_schedule.kl_guard.enabled=true",
            "lr_schedule.kl_guard.target=0.001"]  # fmt: skip
 
 
