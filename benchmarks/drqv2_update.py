@@ -110,6 +110,7 @@ def compare(size: int, threads: int, args, before_cls) -> None:
     for name, levers in LEVERS.items():
         agents[name] = (DrQV2Agent(**base, **levers), levers["reuse_cpu_memory"])
     if args.compile:
+        torch._dynamo.reset()  # one process, many agents: see Workspace (training/run.py)
         agents["all on + compile"] = (DrQV2Agent(**base, compile=True), True)
     batch = synthetic_batch(obs_shape, action_dim, args.batch, args.device)
     sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)

@@ -437,3 +437,36 @@ def test_top_level_compile_runs_the_drqv2_update_through_torch_compile(monkeypat
     assert requested == ["inductor"] * 5
     assert all(isinstance(g["lr"], torch.Tensor) for o in ws.agent.optimizers.values()
                for g in o.param_groups)  # fmt: skip
+
+
+def test_compiled_jobs_run_one_after_another_in_one_process_stay_compiled(monkeypatch, tmp_path):
+    # joblib runs job after job in the same worker process. Dynamo keeps at most 8 variants of a
+    # compiled function per process, and each DrQ-v2 job brings 3 new Adam objects: without a
+    # reset at the job's start, the 3rd job's optimizer steps would run eagerly.
+    torch._dynamo.reset()
+    calls: list[int] = []
+
+    def counting_backend(graph, example_inputs):
+        def run(*args):
+            calls[-1] += 1
+            return graph.forward(*args)
+
+        return run
+
+    real_compile = torch.compile
+
+    def spy(fn, *, backend):
+        return real_compile(fn, backend=counting_backend)
+
+    monkeypatch.setattr(torch, "compile", spy)
+    for job in range(3):
+        calls.append(0)
+        ws = workspace_from_overrides(
+            ["compile=true", "num_train_frames=240", "num_seed_frames=200", "replay.batch_size=8",
+             "agent.hidden_dim=16", "agent.feature_dim=8", "eval_every_frames=100000",
+             "progress=lines", "resume.enabled=false"], tmp_path / str(job),
+        )  # fmt: skip
+        ws.train()
+    torch._dynamo.reset()
+    # Same run, same updates: every job runs its 2 losses and 3 steps compiled at every update.
+    assert calls[0] == 5 * 20 and calls == [calls[0]] * 3, calls

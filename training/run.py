@@ -193,6 +193,12 @@ class Workspace:
         state = self._load_checkpoint()  # a refused resume raises here, before anything exists
         torch.set_num_threads(cfg.num_threads)
         seed_everything(cfg.seed)
+        if OmegaConf.select(cfg, "agent.compile", default=False):
+            # Dynamo's caches live as long as the process and keep at most `recompile_limit` (8)
+            # variants of one function. A process that runs job after job (joblib reuses its
+            # workers) would hand the 3rd DrQ-v2 job's Adam steps back to eager, silently (each
+            # new optimizer is a new variant). Every job starts from empty caches.
+            torch._dynamo.reset()
         self.global_step = 0
         self.episode = 0
         self.result: dict[str, Any] = {"best_eval_return": None, "final_eval_return": None}
