@@ -2,17 +2,21 @@
 
 Variants (all build the same networks; the update's maths is the same in each):
 
-- ``before``: the update as it was at commit ``--before`` (default 8f58491, loaded from git).
-  An independent check timed that update at 1.06x facebookresearch/drqv2's ``update`` (same
-  synthetic batches, one thread, interleaved): it is this benchmark's stand-in for the reference,
-  whose code cannot live in this repo. Ratio to the reference = ratio to ``before`` x 1.06.
+- ``ref <dir>`` (with ``--reference DIR ...``): facebookresearch/drqv2's ``DrQV2Agent.update``,
+  imported from a local checkout of that repository (its ``drqv2.py`` and ``utils.py``; none of
+  its code lives in this repo), fed the same batch through its ``replay_iter`` argument, with its
+  default ``use_tb=True``. Timed at 84x84 only: its encoder is written for 84x84 frames.
+- ``before``: this project's update as it was at commit ``--before`` (default 8f58491, loaded
+  from git), before the levers. Without ``--reference`` the ratio to the reference is estimated
+  as the ratio to ``before`` x 1.06, the factor an independent check measured.
 - ``levers off``: today's update with ``channels_last=False, reuse_cpu_memory=False``. It keeps
   the changes that need no switch because they are bit-for-bit the same computation: random
   shifts on the uint8 frames as one window copy per image, in-place scaling and ReLUs, one
   ``_foreach_lerp_`` for the target critic.
 - ``+channels_last``, ``+reuse_cpu_memory``: one lever on.
 - ``all on``: the defaults of ``cfgs/agent/drqv2.yaml``. ``--compile`` adds ``all on + compile``
-  (inductor; compiling takes minutes on a small CPU and is not timed).
+  (inductor; the compiling first update is not timed), ``--amp`` adds ``all on + bf16``
+  (``agent.amp=bf16``: bfloat16 autocast, which changes the maths within bf16 rounding).
 
 Sizes: ``84`` is the independent check's setting (uint8 9x84x84, 6-d actions, batch 256, 4 conv
 layers x 32 channels, feature 50, hidden 1024); ``64`` is the gimbal env's own pixels (3x64x64,
@@ -25,15 +29,17 @@ on or off before each variant's turn, and "off" is glibc's steady state (mmap ab
 after a new LR (and a new exploration noise scale), and reports how many graphs were compiled
 after the first update (the goal is 0).
 
-Measured on this project's machine (2-core AMD EPYC VM, no GPU, torch 2.13 CPU; other jobs were
-loading the cores, so read the ratios, not the absolute times), 9x84x84, median of 3 rounds:
-all on / before = 1.78x with one thread (1.9x the reference via the 1.06 factor; goal 1.3x) and
-1.91x with two; at 3x64x64, one thread, 1.98x. Per lever (one thread, vs levers off):
-channels_last 1.26x, reuse_cpu_memory 1.62x. Table in README.md, "Pixels". ``--recompiles``: 0
-graphs over 1,000 LR changes (the first, compiling, update took 250 s). CUDA: no GPU was lent
-when these numbers were taken; ``--device cuda`` runs the same comparison there.
+Measured at commit d2a1238 on this project's machine of 2026-12-01 (2-core Intel Xeon VM,
+AVX-512, no GPU, torch 2.13 CPU, idle), 9x84x84, median of 7 rounds, ``--reference`` pointing
+at drqv2's original critic (d6dbadce) and its later ``DenseParallel`` one (421dfdef): all on
+is 2.36x / 2.21x the two references with one thread (goal 1.3x) and 2.02x / 2.17x with two;
+``all on + compile`` is 0.93x (one thread) and 0.90x (two) of all on. At 3x64x64 (median of
+15) all on is 1.37x before with one thread and 1.17x with two. Table in README.md, "Pixels".
+``--recompiles``: 0 graphs over 1,000 LR changes. CUDA: no GPU was lent when these numbers
+were taken; ``--device cuda`` runs the same comparison there.
 
     python benchmarks/drqv2_update.py [--rounds 3] [--threads 1 2] [--sizes 84 64] [--compile]
+        [--amp] [--reference path/to/drqv2 ...]
     python benchmarks/drqv2_update.py --recompiles
 """
 
@@ -41,6 +47,8 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
+import itertools
 import statistics
 import subprocess
 import sys
@@ -79,6 +87,40 @@ def agent_class_at(rev: str) -> type:
     return importlib.import_module("agents_before.drqv2").DrQV2Agent
 
 
+def reference_class(directory: Path) -> type:
+    """``DrQV2Agent`` from a checkout of facebookresearch/drqv2 (its ``drqv2.py`` and ``utils.py``).
+
+    Nothing of it lives in this repo: ``--reference`` points at the user's own checkout.
+    """
+    directory = directory.resolve()
+    sys.path.insert(0, str(directory))
+    sys.modules.pop("utils", None)  # the reference imports its own top-level ``utils``
+    try:
+        spec = importlib.util.spec_from_file_location(f"reference_{directory.name}",
+                                                      directory / "drqv2.py")  # fmt: skip
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(directory))
+        sys.modules.pop("utils", None)
+    return module.DrQV2Agent
+
+
+class ReferenceAgent:
+    """The reference's ``update(replay_iter, step)`` fed the same batch as ours, every step."""
+
+    def __init__(self, cls: type, base: dict, batch: dict) -> None:
+        kwargs = {k: base[k] for k in ("obs_shape", "action_shape", "device", "lr", "feature_dim",
+                                       "hidden_dim", "critic_target_tau", "num_expl_steps",
+                                       "stddev_schedule", "stddev_clip")}  # fmt: skip
+        self.agent = cls(**kwargs, update_every_steps=1, use_tb=True)  # its default config
+        keys = ("obs", "action", "reward", "discount", "next_obs")
+        self.batches = itertools.repeat(tuple(batch[k] for k in keys))
+
+    def update(self, batch: dict, step: int) -> dict:
+        return self.agent.update(self.batches, step)
+
+
 def synthetic_batch(obs_shape, action_dim: int, batch: int, device: str) -> dict:
     gen = torch.Generator().manual_seed(0)
     frames = (batch, *obs_shape)
@@ -100,11 +142,15 @@ def agent_args(obs_shape, action_dim: int, device: str, hidden: int) -> dict:
     )  # fmt: skip
 
 
-def compare(size: int, threads: int, args, before_cls) -> None:
+def compare(size: int, threads: int, args, before_cls, references: dict[str, type]) -> None:
     torch.set_num_threads(threads)
     obs_shape, action_dim = SIZES[size]
     base = agent_args(obs_shape, action_dim, args.device, args.hidden)
+    batch = synthetic_batch(obs_shape, action_dim, args.batch, args.device)
     agents = {}  # name -> (agent, reuse memory?)
+    if size == 84:  # the reference's encoder is written for 84x84 frames (35x35 features)
+        for name, cls in references.items():
+            agents[name] = (ReferenceAgent(cls, base, batch), False)
     if before_cls is not None:
         agents["before"] = (before_cls(**base), False)
     for name, levers in LEVERS.items():
@@ -112,7 +158,8 @@ def compare(size: int, threads: int, args, before_cls) -> None:
     if args.compile:
         torch._dynamo.reset()  # one process, many agents: see Workspace (training/run.py)
         agents["all on + compile"] = (DrQV2Agent(**base, compile=True), True)
-    batch = synthetic_batch(obs_shape, action_dim, args.batch, args.device)
+    if args.amp:
+        agents["all on + bf16"] = (DrQV2Agent(**base, amp="bf16"), True)
     sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
     seconds: dict[str, list[float]] = {name: [] for name in agents}
     for agent, reuse in agents.values():  # warm-up (and compile) untimed
@@ -133,13 +180,16 @@ def compare(size: int, threads: int, args, before_cls) -> None:
     print(f"\n{shape}, batch {args.batch}, hidden {args.hidden}, {threads} thread(s), "
           f"{args.device}, median of {args.rounds} interleaved updates")  # fmt: skip
     for name, value in median.items():
-        ratios = [f"{median[ref] / value:.2f}x {ref}" for ref in ("before", "levers off")
-                  if ref in median and ref != name]  # fmt: skip
-        print(f"  {name:<18} {value:7.3f} s/update {1 / value:7.2f} updates/s  "
+        refs = (*references, "before", "levers off")
+        ratios = [f"{median[r] / value:.2f}x {r}" for r in refs if r in median and r != name]
+        print(f"  {name:<22} {value:7.3f} s/update {1 / value:7.2f} updates/s  "
               + ", ".join(ratios))  # fmt: skip
-    if "before" in median:
+    for name in references:
+        if name in median:
+            print(f"  all on vs {name}: {median[name] / median['all on']:.2f}x")
+    if "before" in median and not references and size == 84:
         ratio = median["before"] / median["all on"]
-        print(f"  all on vs the reference (x 1.06): {1.06 * ratio:.2f}x")
+        print(f"  all on vs the reference, estimated (x 1.06): {1.06 * ratio:.2f}x")
 
 
 def recompiles(updates: int) -> None:
@@ -173,6 +223,9 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--before", default="8f58491", help="git revision of 'before'; '' = skip")
     parser.add_argument("--compile", action="store_true", help="add all on + compile (inductor)")
+    parser.add_argument("--amp", action="store_true", help="add all on + bf16 autocast")
+    parser.add_argument("--reference", type=Path, nargs="*", default=[], metavar="DIR",
+                        help="checkouts of facebookresearch/drqv2 to time at 84x84")  # fmt: skip
     parser.add_argument("--recompiles", type=int, nargs="?", const=1000, default=0,
                         help="only count recompiles over N LR changes (default 1000)")  # fmt: skip
     args = parser.parse_args()
@@ -181,9 +234,10 @@ def main() -> None:
         recompiles(args.recompiles)
         return
     before_cls = agent_class_at(args.before) if args.before else None
+    references = {f"ref {path.name}": reference_class(path) for path in args.reference}
     for size in args.sizes:
         for threads in args.threads:
-            compare(size, threads, args, before_cls)
+            compare(size, threads, args, before_cls, references)
 
 
 if __name__ == "__main__":
