@@ -117,8 +117,9 @@ class DrQV2Agent:
             (``True``: inductor; a string names another dynamo backend, e.g. ``"eager"``).
             LRs are then tensors that the LR controller fills in place and the exploration
             noise scale is a tensor too, so neither a schedule nor the noise decay recompiles.
-        amp: ``"bf16"`` runs the forward passes under ``torch.autocast`` in bfloat16 (meant for
-            GPUs; losses, optimizer state and weights stay float32). ``None``: float32 only.
+        amp: ``"bf16"`` runs the forward passes under ``torch.autocast`` in bfloat16 (for GPUs,
+            and CPUs with bf16 matrix units such as Intel AMX; losses, optimizer state and
+            weights stay float32). ``None``: float32 only.
     """
 
     def __init__(
