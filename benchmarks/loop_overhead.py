@@ -5,7 +5,13 @@ process and advance in alternating chunks of env steps (order flipped every roun
 noise, which on a shared 2-core VM moves whole runs by +-10 %, hits both alike. The printed ratio
 (differential / constant steps per second over the whole run) is what to compare. Target: >= 0.99.
 
-    python benchmarks/loop_overhead.py [--frames 6000] [--chunk 250]
+``--against constant`` times constant against itself: two identical runs, so what the ratio
+shows is the benchmark's own noise. Measured on 2026-12-01 (idle 2-core Intel VM, 12,000
+frames): 1.022 (median of paired chunks 1.016), where ``differential`` gave 0.987 (0.993), and
+the same benchmark at commit 8f58491 1.049 (1.026). It resolves about +-3 %, not the 1 % of
+its target; ``schedule_overhead.py`` measures ``apply()`` itself (1.7 us of a ~6 ms step).
+
+    python benchmarks/loop_overhead.py [--frames 6000] [--chunk 250] [--against constant]
 """
 
 from __future__ import annotations
@@ -38,13 +44,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=6000)
     parser.add_argument("--chunk", type=int, default=250, help="env steps per turn")
+    noise = "preset timed against constant ('constant': the noise floor)"
+    parser.add_argument("--against", default="differential", help=noise)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    presets = ("constant", "differential")
+    presets = ("constant", args.against if args.against != "constant" else "constant (again)")
     seconds = dict.fromkeys(presets, 0.0)
     chunk_rates: dict[str, list[float]] = {p: [] for p in presets}
     with tempfile.TemporaryDirectory() as tmp:
-        loops = {p: workspace(p, args.frames, Path(tmp)).steps() for p in presets}
+        loops = {p: workspace(p.split()[0], args.frames, Path(tmp)).steps() for p in presets}
         done: set[str] = set()
         turn = 0
         while len(done) < len(presets):
@@ -67,12 +75,13 @@ def main() -> None:
     rate = {p: steps / seconds[p] for p in presets}
     for p in presets:
         chunk_median = statistics.median(chunk_rates[p])
-        print(f"  {p:<13} {rate[p]:7.1f} steps/s over {steps} steps "
+        print(f"  {p:<17} {rate[p]:7.1f} steps/s over {steps} steps "
               f"(chunks of {args.chunk}: median {chunk_median:.1f})")  # fmt: skip
-    pairs = zip(chunk_rates["constant"], chunk_rates["differential"], strict=False)
+    base, other = presets
+    pairs = zip(chunk_rates[base], chunk_rates[other], strict=False)
     paired = [d / c for c, d in pairs]
-    ratio = rate["differential"] / rate["constant"]
-    print(f"differential / constant steps/s: {ratio:.3f} over the whole run; median of "
+    ratio = rate[other] / rate[base]
+    print(f"{other} / {base} steps/s: {ratio:.3f} over the whole run; median of "
           f"{len(paired)} paired chunks {statistics.median(paired):.3f} "
           f"(target >= 0.99: {'met' if ratio >= 0.99 else 'NOT met'})")  # fmt: skip
 
