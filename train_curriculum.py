@@ -166,6 +166,13 @@ def train(cfg: DictConfig, run_dir: Path, schedules: ScheduleSet, fail) -> float
     except Preempted as stop:
         log.info("%s: checkpoint written at step %d; re-run in %s to resume",
                  stop, workspace.global_step, run_dir)  # fmt: skip
+        # A sweep summary then says which jobs to re-run, and how far each got; the resumed
+        # run replaces this file when it ends.
+        write_result(run_dir, {
+            **workspace.summary(), "status": "preempted",
+            "error": f"{stop} at step {workspace.global_step}: checkpoint written, re-run the "
+                     "same command to resume",
+        })  # fmt: skip
         sys.exit(128 + stop.signum)
     except Exception as err:
         log.exception("training failed at step %d", workspace.global_step)

@@ -2,7 +2,8 @@
 
 Runs as a Hydra callback when a multirun ends (``hydra.callbacks`` in cfgs/config.yaml), in the
 launching process, whatever the launcher. Every job leaves ``result.json`` in its run dir (status
-"failed" and the error when it raised or diverged); this gathers them into
+"failed" and the error when it raised or diverged, "preempted" and the step when a SIGTERM or
+SIGINT stopped it after a checkpoint); this gathers them into
 
 - ``summary.csv``: one row per job, every column;
 - ``summary.md``: the ranking table and the winner (failed jobs last);
@@ -70,7 +71,8 @@ def load_jobs(sweep_dir: Path) -> list[dict[str, Any]]:
 
 
 def rank(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Completed jobs by final eval return, then stage reached (best first); failed jobs last."""
+    """Completed jobs by final eval return, then stage reached (best first); the others
+    (failed, preempted, missing) last."""
 
     def key(row):
         final = row.get("final_eval_return")
@@ -189,7 +191,8 @@ def report(rows: list[dict[str, Any]], sweep_dir: Path) -> int:
         print(f"error: job {row['job']} ({row['overrides']}) {row['status']}: "
               f"{row.get('error') or 'no result.json'}", file=sys.stderr)  # fmt: skip
     if failed:
-        print(f"error: {len(failed)} of {len(rows)} sweep jobs failed", file=sys.stderr)
+        print(f"error: {len(failed)} of {len(rows)} sweep jobs failed or did not finish",
+              file=sys.stderr)  # fmt: skip
     return 1 if failed else 0
 
 

@@ -4,6 +4,7 @@ TensorBoard trace as a reader sees it, result.json, and the files left on disk."
 
 from __future__ import annotations
 
+import json
 import signal
 from collections import Counter
 
@@ -103,9 +104,14 @@ def test_a_signal_leaves_a_complete_checkpoint_and_the_run_resumes(tmp_path, sig
     assert state["curriculum"]["episodes"] >= 1 and state["rng"]["torch"].numel() > 0
     assert all(state["agent"]["optimizers"][n]["state"] for n in NETWORKS)  # Adam moments saved
     assert sorted(p.name for p in ckpt_dir.iterdir()) == ["latest.pt", "previous.pt"]  # no temp
+    stopped = json.loads((tmp_path / "result.json").read_text())  # what a sweep summary shows
+    assert stopped["status"] == "preempted" and stopped["global_step"] == step
+    assert stopped["error"].startswith(f"{signal.Signals(signum).name} at step {step}:")
     again = run_cli(*args, run_dir=tmp_path)
     assert again.returncode == 0, again.stderr[-3000:]
     assert latest(tmp_path)["global_step"] == 3000
+    finished = json.loads((tmp_path / "result.json").read_text())
+    assert finished["status"] == "completed" and finished["global_step"] == 3000
     assert optimizer_lrs(latest(tmp_path)) == pytest.approx(schedule_lrs(args, 3000), rel=1e-9)
 
 

@@ -49,7 +49,7 @@ def failing_sweep(tmp_path_factory):
 def test_a_diverging_job_fails_the_command_but_not_the_sweep(failing_sweep):
     proc, sweep_dir = failing_sweep
     assert proc.returncode == 1, proc.stderr[-3000:]
-    assert "error: 1 of 3 sweep jobs failed" in proc.stderr
+    assert "error: 1 of 3 sweep jobs failed or did not finish" in proc.stderr
     failed = json.loads((job_dir(sweep_dir, 2) / "result.json").read_text())
     assert failed["status"] == "failed" and failed["error"].startswith("Diverged: diverged at step")
     assert "Traceback" in (job_dir(sweep_dir, 2) / "train_curriculum.log").read_text()
@@ -142,6 +142,7 @@ def test_summary_rebuilt_by_hand_from_the_job_dirs(tmp_path):
         ),  # fmt: skip
         2: {**finished(50.0, 0), "status": "failed", "error": "Diverged: diverged at step 7"},
         3: None,  # killed from outside: no result.json
+        4: {**finished(60.0, 1), "status": "preempted", "error": "SIGTERM at step 600: ..."},
     }
     for num, result in results.items():
         hand_made_job(tmp_path, num, ["seed=0", f"lr={num + 1}e-4"], result)
@@ -152,10 +153,13 @@ def test_summary_rebuilt_by_hand_from_the_job_dirs(tmp_path):
     assert proc.returncode == 1  # a job failed
     assert "error: job 2 (lr=3e-4) failed: Diverged: diverged at step 7" in proc.stderr
     assert "error: job 3 (lr=4e-4) missing: no result.json" in proc.stderr
+    assert "error: job 4 (lr=5e-4) preempted: SIGTERM at step 600" in proc.stderr
+    assert "error: 3 of 5 sweep jobs failed or did not finish" in proc.stderr
     rows = summary_rows(tmp_path)
+    # A job that did not finish ranks below every finished one, whatever its return so far.
     assert [(r["rank"], r["job"], r["status"]) for r in rows] == [
-        ("1", "1", "completed"), ("2", "0", "completed"), ("3", "2", "failed"),
-        ("4", "3", "missing"),
+        ("1", "1", "completed"), ("2", "0", "completed"), ("3", "4", "preempted"),
+        ("4", "2", "failed"), ("5", "3", "missing"),
     ]  # fmt: skip
     for row in rows:
         result = results[int(row["job"])] or {}
@@ -173,9 +177,9 @@ def test_summary_rebuilt_by_hand_from_the_job_dirs(tmp_path):
     assert (rows[1]["stage_entries"], rows[1]["kl_scaled"]) == ("", "")
     markdown = (tmp_path / "summary.md").read_text()
     assert "**Winner: job 1 (lr=2e-4)**, final eval return 30, stage 3/3 track." in markdown
-    assert "2 of 4 jobs completed." in markdown and "Common to every job: `seed=0`" in markdown
+    assert "2 of 5 jobs completed." in markdown and "Common to every job: `seed=0`" in markdown
     table = [line for line in markdown.splitlines() if line.startswith("| ")]
-    assert [line.split(" | ")[1] for line in table[1:]] == ["1", "0", "2", "3"]  # job column
+    assert [line.split(" | ")[1] for line in table[1:]] == ["1", "0", "4", "2", "3"]  # job column
     assert "| 300 800 | 12/40 | 0.25 |" in table[1]
     assert (tmp_path / "summary.png").read_bytes()[:4] == b"\x89PNG"
 
