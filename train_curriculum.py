@@ -173,6 +173,9 @@ def train(cfg: DictConfig, run_dir: Path, schedules: ScheduleSet, fail) -> float
             "error": f"{stop} at step {workspace.global_step}: checkpoint written, re-run the "
                      "same command to resume",
         })  # fmt: skip
+        handler = workspace.launcher_handlers.get(stop.signum)
+        if handler is not None:  # the launcher's own stop, e.g. submitit's: requeue and exit
+            handler(stop.signum, None)
         sys.exit(128 + stop.signum)
     except Exception as err:
         log.exception("training failed at step %d", workspace.global_step)

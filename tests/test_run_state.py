@@ -176,3 +176,28 @@ def test_a_temp_file_left_by_a_kill_mid_write_is_removed_at_the_next_start(tmp_p
     leftover.write_bytes(b"half a checkpoint")
     resumed = workspace_from_overrides(TINY, tmp_path)
     assert resumed.global_step == 600 and not leftover.exists()
+
+
+def test_the_preemption_signal_is_taken_only_from_a_launcher_that_listens_to_it(tmp_path):
+    ws = workspace_from_overrides([*TINY, "resume.enabled=false"], tmp_path)
+    # A plain run: SIGUSR2 keeps its default action (the run does not swallow a signal that
+    # was meant to stop the process).
+    assert signal.getsignal(signal.SIGUSR2) == signal.SIG_DFL
+    handlers = ws._catch_signals()
+    try:
+        assert set(handlers) == {signal.SIGTERM, signal.SIGINT} and not ws.launcher_handlers
+    finally:
+        ws._release_signals(handlers)
+
+    def launcher(signum, frame):  # submitit's requeue handler, in a SLURM job
+        pass
+
+    previous = signal.signal(signal.SIGUSR2, launcher)
+    try:
+        handlers = ws._catch_signals()
+        assert signal.getsignal(signal.SIGUSR2) == ws._on_signal
+        assert ws.launcher_handlers == {signal.SIGUSR2: launcher}
+        ws._release_signals(handlers)
+        assert signal.getsignal(signal.SIGUSR2) is launcher  # put back when the loop ends
+    finally:
+        signal.signal(signal.SIGUSR2, previous)

@@ -216,6 +216,7 @@ class Workspace:
 
         self.telemetry = Telemetry(run_dir, self.total_steps, cfg.progress, purge_step)
         self._signal: int | None = None
+        self.launcher_handlers: dict[int, Any] = {}  # signal -> the launcher's handler of it
         self._t0 = time.time() - self.result.get("wall_time_s", 0.0)
 
     # ----------------------------------------------------------------------- per loop
@@ -419,10 +420,21 @@ class Workspace:
     def _catch_signals(self) -> dict:
         """Route SIGTERM/SIGINT to `_on_signal`; returns the handlers to put back. Python lets
         only the main thread install handlers: elsewhere (thread-based sweep backends) the
-        launcher owns the signals and this does nothing."""
+        launcher owns the signals and this does nothing.
+
+        A launcher's own preemption signal is caught too when the launcher listens to it:
+        submitit (``hydra/launcher=slurm``) hears SIGUSR2 (``SUBMITIT_PREEMPT_SIGNAL``), sent
+        before the time limit and on preemption, and requeues the job. The run checkpoints
+        first; `launcher_handlers` keeps the launcher's handler, for the caller to hand the
+        signal on to once the run has stopped."""
         if threading.current_thread() is not threading.main_thread():
             return {}
-        return {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+        handlers = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+        name = "SIG" + os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2")
+        sig = getattr(signal, name, None)
+        if sig is not None and callable(signal.getsignal(sig)):
+            handlers[sig] = self.launcher_handlers[sig] = signal.signal(sig, self._on_signal)
+        return handlers
 
     @staticmethod
     def _release_signals(handlers: dict) -> None:
