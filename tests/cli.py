@@ -69,11 +69,9 @@ def finished_run(tmp_path_factory, *args: str) -> Path:
     return run_dir
 
 
-def start_cli(*args: str, run_dir: Path, via: list[str] | None = None) -> subprocess.Popen:
-    """Start train_curriculum.py in the background (to signal it); output piped. ``via``: the
-    Python arguments that run it instead (a script that sets things up first)."""
-    entry = via or [str(ROOT / "train_curriculum.py")]
-    cmd = [sys.executable, *entry, *args, f"hydra.run.dir={run_dir}"]
+def start_cli(*args: str, run_dir: Path) -> subprocess.Popen:
+    """Start train_curriculum.py in the background (to signal it); output piped."""
+    cmd = [sys.executable, str(ROOT / "train_curriculum.py"), *args, f"hydra.run.dir={run_dir}"]
     return subprocess.Popen(
         cmd, cwd=ROOT, env=_env(None), stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )

@@ -6,15 +6,18 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
+import signal
 import stat
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
 import yaml
-from cli import ROOT, TINY, run_cli, scalars
+from cli import ROOT, TINY, run_cli, scalars, start_cli
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
 
@@ -206,6 +209,42 @@ def test_submitit_local_records_a_job_that_raises(tmp_path):
     assert [(r["job"], r["status"]) for r in rows] == [("0", "completed"), ("1", "failed")]
     assert "DoesNotExist" in rows[1]["error"]
     assert (tmp_path / ".submitit").is_dir()
+
+
+def _processes_with(*parts: str) -> list[int]:
+    pids = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            text = cmdline.read_bytes().replace(b"\0", b" ").decode()
+        except OSError:  # gone meanwhile
+            continue
+        if all(part in text for part in parts):
+            pids.append(int(cmdline.parent.name))
+    return pids
+
+
+def test_submitits_preemption_signal_checkpoints_requeues_and_resumes(tmp_path):
+    # On SLURM, submitit hears SIGUSR2 (sent before the time limit and on preemption) and
+    # requeues the job; submitit_local does the same on one machine. The run must checkpoint
+    # at that moment, not lose what it did since its last periodic checkpoint.
+    proc = start_cli("-m", "hydra/launcher=submitit_local", *TINY, "num_train_frames=4000",
+                     f"hydra.sweep.dir={tmp_path}", run_dir=tmp_path / "unused")  # fmt: skip
+    deadline = time.time() + 120
+    while not list(tmp_path.glob("0_*/checkpoints/latest.pt")):
+        assert proc.poll() is None and time.time() < deadline, proc.stderr.read().decode()[-3000:]
+        time.sleep(0.1)
+    (job,) = _processes_with("submitit.core._submit", str(tmp_path))
+    time.sleep(0.5)  # past the periodic checkpoint
+    os.kill(job, signal.SIGUSR2)
+    assert proc.wait(timeout=180) == 0, proc.stderr.read().decode()[-3000:]
+    log = (job_dir(tmp_path, 0) / "train_curriculum.log").read_text()
+    stopped = re.search(r"SIGUSR2: checkpoint written at step (\d+)", log)
+    assert stopped, log[-3000:]
+    assert "Requeued job" in log  # submitit's own handler ran after ours
+    assert f"at global step {stopped.group(1)}" in log  # the requeued job resumed from there
+    done = json.loads((job_dir(tmp_path, 0) / "result.json").read_text())
+    assert done["status"] == "completed" and done["global_step"] == 4000
+    assert [r["status"] for r in summary_rows(tmp_path)] == ["completed"]
 
 
 def test_single_run_failure_exits_nonzero_and_is_recorded(tmp_path):
