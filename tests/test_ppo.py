@@ -382,9 +382,10 @@ def test_every_vector_env_follows_the_curriculum_stage(tmp_path):
     loop.close()
 
 
-def test_top_level_compile_runs_the_ppo_update_through_torch_compile(tmp_path, monkeypatch):
-    # compile=true asks torch.compile for inductor; the spy hands dynamo a backend as cheap as
-    # eager instead, which counts how often the graphs it compiled really run.
+def counting_compile(monkeypatch) -> tuple[list[str], list[int]]:
+    """Stand in for torch.compile: record the backend each call asks for, and hand dynamo a
+    backend as cheap as eager that counts how often each graph it compiled really runs.
+    Returns (requested backends, runs per compiled graph), both filled as the run goes."""
     torch._dynamo.reset()
     requested: list[str] = []
     graph_calls: list[int] = []
@@ -406,6 +407,12 @@ def test_top_level_compile_runs_the_ppo_update_through_torch_compile(tmp_path, m
         return real_compile(fn, backend=counting_backend)
 
     monkeypatch.setattr(torch, "compile", spy)
+    return requested, graph_calls
+
+
+def test_top_level_compile_runs_the_ppo_update_through_torch_compile(tmp_path, monkeypatch):
+    # compile=true asks torch.compile for inductor; the spy runs the graphs cheaply and counts.
+    requested, graph_calls = counting_compile(monkeypatch)
     ws = workspace(
         tmp_path, *SMALL, "compile=true", "num_train_frames=256", "eval_every_frames=100000"
     )
@@ -417,15 +424,7 @@ def test_top_level_compile_runs_the_ppo_update_through_torch_compile(tmp_path, m
 
 
 def test_top_level_compile_runs_the_drqv2_update_through_torch_compile(monkeypatch, tmp_path):
-    torch._dynamo.reset()
-    requested: list[str] = []
-    real_compile = torch.compile
-
-    def spy(fn, *, backend):
-        requested.append(backend)
-        return real_compile(fn, backend="eager")
-
-    monkeypatch.setattr(torch, "compile", spy)
+    requested, _ = counting_compile(monkeypatch)
     ws = workspace_from_overrides(
         ["compile=true", "num_train_frames=300", "num_seed_frames=200", "replay.batch_size=16",
          "agent.hidden_dim=16", "agent.feature_dim=8", "eval_every_frames=100000",
@@ -443,30 +442,17 @@ def test_compiled_jobs_run_one_after_another_in_one_process_stay_compiled(monkey
     # joblib runs job after job in the same worker process. Dynamo keeps at most 8 variants of a
     # compiled function per process, and each DrQ-v2 job brings 3 new Adam objects: without a
     # reset at the job's start, the 3rd job's optimizer steps would run eagerly.
-    torch._dynamo.reset()
+    _, graph_calls = counting_compile(monkeypatch)
     calls: list[int] = []
-
-    def counting_backend(graph, example_inputs):
-        def run(*args):
-            calls[-1] += 1
-            return graph.forward(*args)
-
-        return run
-
-    real_compile = torch.compile
-
-    def spy(fn, *, backend):
-        return real_compile(fn, backend=counting_backend)
-
-    monkeypatch.setattr(torch, "compile", spy)
     for job in range(3):
-        calls.append(0)
+        before = sum(graph_calls)
         ws = workspace_from_overrides(
             ["compile=true", "num_train_frames=240", "num_seed_frames=200", "replay.batch_size=8",
              "agent.hidden_dim=16", "agent.feature_dim=8", "eval_every_frames=100000",
              "progress=lines", "resume.enabled=false"], tmp_path / str(job),
         )  # fmt: skip
         ws.train()
+        calls.append(sum(graph_calls) - before)
     torch._dynamo.reset()
     # Same run, same updates: every job runs its 2 losses and 3 steps compiled at every update.
     assert calls[0] == 5 * 20 and calls == [calls[0]] * 3, calls
