@@ -6,7 +6,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-import re
 import signal
 import stat
 import subprocess
@@ -22,6 +21,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tensorboard.plugins.hparams import plugin_data_pb2
 
 from sweeps import summary as sweep_summary
+from training import checkpoint
 
 SHORT = [*TINY, "num_train_frames=1000", "eval_every_frames=500"]
 DIVERGES = "lr=1e30"  # Adam at this LR turns the actor loss into NaN/inf at the first update
@@ -226,24 +226,40 @@ def _processes_with(*parts: str) -> list[int]:
 def test_submitits_preemption_signal_checkpoints_requeues_and_resumes(tmp_path):
     # On SLURM, submitit hears SIGUSR2 (sent before the time limit and on preemption) and
     # requeues the job; submitit_local does the same on one machine. The run must checkpoint
-    # at that moment, not lose what it did since its last periodic checkpoint.
+    # at that moment, not lose what it did since its last periodic checkpoint (every 1,000).
     proc = start_cli("-m", "hydra/launcher=submitit_local", *TINY, "num_train_frames=4000",
                      f"hydra.sweep.dir={tmp_path}", run_dir=tmp_path / "unused")  # fmt: skip
     deadline = time.time() + 120
     while not list(tmp_path.glob("0_*/checkpoints/latest.pt")):
         assert proc.poll() is None and time.time() < deadline, proc.stderr.read().decode()[-3000:]
         time.sleep(0.1)
+    ckpt = job_dir(tmp_path, 0) / "checkpoints" / "latest.pt"
+
+    def step_on_disk() -> int | None:
+        try:
+            return checkpoint.load(ckpt)["global_step"]
+        except FileNotFoundError:  # between the two renames of an atomic write
+            return None
+
     (job,) = _processes_with("submitit.core._submit", str(tmp_path))
     time.sleep(0.5)  # past the periodic checkpoint
+    while (periodic := step_on_disk()) is None:
+        time.sleep(0.02)
     os.kill(job, signal.SIGUSR2)
+    # The checkpoint on disk moves to the step the signal arrived at (the requeued job needs
+    # seconds to start, then 1,000 steps before its next periodic one).
+    while (saved := step_on_disk()) in (periodic, None):
+        assert time.time() < deadline, "no checkpoint at the signal"
+        time.sleep(0.02)
+    assert saved % 1000 != 0, saved
     assert proc.wait(timeout=180) == 0, proc.stderr.read().decode()[-3000:]
+    with pytest.raises(ProcessLookupError):
+        os.kill(job, 0)  # the signalled process is gone: a requeued one finished the run
     log = (job_dir(tmp_path, 0) / "train_curriculum.log").read_text()
-    stopped = re.search(r"SIGUSR2: checkpoint written at step (\d+)", log)
-    assert stopped, log[-3000:]
-    assert "Requeued job" in log  # submitit's own handler ran after ours
-    assert f"at global step {stopped.group(1)}" in log  # the requeued job resumed from there
+    assert f"at global step {saved}" in log  # it resumed from the signal's checkpoint
     done = json.loads((job_dir(tmp_path, 0) / "result.json").read_text())
     assert done["status"] == "completed" and done["global_step"] == 4000
+    assert checkpoint.load(ckpt)["global_step"] == 4000
     assert [r["status"] for r in summary_rows(tmp_path)] == ["completed"]
 
 
