@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from agents.normalization import Normalization
 from agents.ppo_networks import make_policy
 
 STEP_ON = ("update", "epoch", "rollout")
@@ -54,6 +55,10 @@ class PPOAgent:
             LRs are then tensors updated in place, so a schedule never triggers a recompile.
         bptt_len: length of the training sequences of a recurrent policy (truncated BPTT);
             feedforward policies train on single steps.
+        norm_obs: normalise observations by their running mean and std (`normalization`),
+            clipped to ``+-clip_obs``; the statistics are frozen in evaluation.
+        norm_reward: divide rewards by the running std of the discounted return, clipped to
+            ``+-clip_reward`` (returns of MuJoCo tasks are in the thousands).
     """
 
     on_policy = True
@@ -84,6 +89,10 @@ class PPOAgent:
         step_on: str = "update",
         compile: bool | str = False,
         bptt_len: int = 16,
+        norm_obs: bool = False,
+        norm_reward: bool = False,
+        clip_obs: float = 10.0,
+        clip_reward: float = 10.0,
     ) -> None:
         if len(obs_shape) != 1:
             raise ValueError(f"PPO takes state vectors (D,); got obs_shape={tuple(obs_shape)}")
@@ -112,6 +121,10 @@ class PPOAgent:
         self.max_grad_norm, self.norm_adv = float(max_grad_norm), bool(norm_adv)
         self.target_kl = None if target_kl is None else float(target_kl)
         self.step_on = step_on
+        self.normalization = Normalization(
+            tuple(obs_shape), self.num_envs, self.gamma, bool(norm_obs), bool(norm_reward),
+            clip_obs, clip_reward,
+        )  # fmt: skip
         actor_params = list(self.net.actor.parameters()) + (
             [self.log_std] if self.log_std is not None else []
         )
@@ -147,8 +160,9 @@ class PPOAgent:
             # than torch.multinomial on small batches).
             action = (log_probs - torch.empty_like(log_probs).exponential_().log_()).argmax(-1)
             return action, log_probs.gather(-1, action.unsqueeze(-1)).squeeze(-1)
-        action = out + torch.randn_like(out) * self.log_std.exp()
-        return action, self._gaussian_log_prob(out, action)
+        noise = torch.randn_like(out)  # the sample's standardised offset: no second pass
+        action = out + noise * self.log_std.exp()
+        return action, (noise.square().mul_(-0.5) - self.log_std - _HALF_LOG_2PI).sum(-1)
 
     def _gaussian_log_prob(self, mean: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
         z = (action - mean) * torch.exp(-self.log_std)
@@ -180,9 +194,21 @@ class PPOAgent:
         """Forget the evaluation hidden state: the next :meth:`act` starts an episode."""
         self._eval_hidden = None
 
+    def observe(self, obs: np.ndarray, update: bool = True) -> torch.Tensor:
+        """Training observations ``obs[N, D]`` from the envs as the policy sees them (CPU
+        float32): normalised when ``norm_obs``, counting them into the statistics if
+        ``update`` (``False`` for a truncated episode's final observation)."""
+        return torch.from_numpy(self.normalization.observations(obs, update))
+
+    def scale_rewards(self, reward: np.ndarray, done: np.ndarray) -> np.ndarray:
+        """One vector step's rewards as the update sees them (scaled when ``norm_reward``)."""
+        return self.normalization.rewards(reward, done)
+
     @torch.no_grad()
     def act(self, obs: np.ndarray, step: int, eval_mode: bool) -> np.ndarray:
-        """One env's action for one observation (evaluation; ``eval_mode`` gives the mode)."""
+        """One env's action for one observation (evaluation; ``eval_mode`` gives the mode).
+        Observations are normalised with the training statistics, which this never moves."""
+        obs = self.normalization.observations(np.asarray(obs)[None], update=False)
         obs_t = torch.as_tensor(obs, dtype=torch.float32, device=self.device).view(1, 1, -1)
         start = torch.ones(1, 1) if self._eval_hidden is None else torch.zeros(1, 1)
         hidden = self.initial_state(1) if self._eval_hidden is None else self._eval_hidden

@@ -67,16 +67,25 @@ def sb3_model(seed: int):
 
 def throughput(steps: int, chunk: int) -> None:
     try:
-        import stable_baselines3
+        import stable_baselines3  # noqa: F401
     except ImportError:
         sys.exit("stable-baselines3 is not installed: pip install -e '.[bench]' (or --returns)")
+    side_by_side(lambda run_dir: our_workspace(steps, 0, run_dir), lambda: sb3_model(0), steps,
+                 chunk)  # fmt: skip
+
+
+def side_by_side(make_ours, make_sb3, steps: int, chunk: int) -> float:
+    """Train ours (``make_ours(run_dir)``, a workspace) and SB3's (``make_sb3()``, a model) for
+    ``steps`` each in alternating chunks in this process (order flipped every round), one torch
+    thread; prints both speeds and returns ours / SB3."""
+    import stable_baselines3
     import torch
 
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as tmp:
-        ours = our_workspace(steps, 0, Path(tmp))
+        ours = make_ours(Path(tmp))
         loop = ours.steps()
-        sb3 = sb3_model(0)
+        sb3 = make_sb3()
         seconds = {"ours": 0.0, "sb3": 0.0}
         done = {"ours": 0, "sb3": 0}
         turn = 0
@@ -103,6 +112,7 @@ def throughput(steps: int, chunk: int) -> None:
     print(f"ours: {done['ours']} steps in {seconds['ours']:.1f} s = {sps['ours']:,.0f} SPS")
     print(f"sb3:  {done['sb3']} steps in {seconds['sb3']:.1f} s = {sps['sb3']:,.0f} SPS")
     print(f"ratio ours / sb3: {sps['ours'] / sps['sb3']:.2f}x")
+    return sps["ours"] / sps["sb3"]
 
 
 def final_returns(seed: int, steps: int, extra: tuple[str, ...]) -> tuple[int, float, float, float]:

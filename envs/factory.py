@@ -9,6 +9,14 @@ import gymnasium as gym
 import numpy as np
 
 import envs  # noqa: F401  (registers Gimbal-v0)
+from envs.suites import (
+    DMCEnv,
+    FrameStack,
+    PixelObservation,
+    check_extras,
+    headless_rendering,
+    required_extra,
+)
 
 
 class ActionRepeat(gym.Wrapper):
@@ -47,17 +55,38 @@ class SelectObservation(gym.ObservationWrapper):
 
 
 def make_env(env_cfg: Mapping[str, Any], action_repeat: int = 1) -> gym.Env:
-    """``gym.make`` the configured id; continuous actions are rescaled to ``[-1, 1]``.
+    """The configured env: ``gym.make(id)`` (any registered id, or a ``package.module:Env-v0``
+    entry point), or a DeepMind Control task (``suite: dmc``, ``domain``, ``task``).
+    Continuous actions are rescaled to ``[-1, 1]``.
 
     ``obs_indices`` (optional) keeps only those entries of a state observation.
+    ``obs_type: pixels`` observes the env's renders instead (``pixel_size``, the last
+    ``frame_stack`` frames stacked channels-first; the gimbal draws its own camera view).
     """
     kwargs = dict(env_cfg.get("kwargs") or {})
     obs_type = env_cfg.get("obs_type", "state")
-    if env_cfg["id"].startswith("Gimbal"):
-        kwargs["obs_type"] = obs_type
-    elif obs_type != "state":
-        raise ValueError(f"env.obs_type={obs_type!r}: {env_cfg['id']} only offers 'state'")
-    env = gym.make(env_cfg["id"], **kwargs)
+    if obs_type not in ("state", "pixels"):
+        raise ValueError(f"env.obs_type={obs_type!r}; accepted: state, pixels")
+    pixels = obs_type == "pixels"
+    check_extras(env_cfg)
+    if env_cfg.get("suite") == "dmc":
+        env: gym.Env = DMCEnv(
+            str(env_cfg["domain"]), str(env_cfg["task"]), obs_type,
+            int(env_cfg.get("pixel_size", 84)), env_cfg.get("camera"), action_repeat, kwargs,
+        )  # fmt: skip
+        action_repeat = 1  # repeated inside, with one render per agent step
+    elif str(env_cfg["id"]).startswith("Gimbal"):
+        env = gym.make(env_cfg["id"], obs_type=obs_type, **kwargs)
+        pixels = False  # its observation already is the camera view
+    else:
+        if pixels:
+            headless_rendering()
+            kwargs["render_mode"] = "rgb_array"
+            if required_extra(env_cfg) == "mujoco":  # render at the size asked, not resize
+                size = int(env_cfg.get("pixel_size", 84))
+                kwargs.setdefault("width", size)
+                kwargs.setdefault("height", size)
+        env = gym.make(env_cfg["id"], **kwargs)
     if isinstance(env.action_space, gym.spaces.Box) and not (
         np.all(env.action_space.low == -1) and np.all(env.action_space.high == 1)
     ):
@@ -66,6 +95,10 @@ def make_env(env_cfg: Mapping[str, Any], action_repeat: int = 1) -> gym.Env:
         env = SelectObservation(env, list(env_cfg["obs_indices"]))
     if action_repeat > 1:
         env = ActionRepeat(env, action_repeat)
+    if pixels and not isinstance(env.unwrapped, DMCEnv):
+        env = PixelObservation(env, int(env_cfg.get("pixel_size", 84)))
+    if obs_type == "pixels" and int(env_cfg.get("frame_stack", 1)) > 1:
+        env = FrameStack(env, int(env_cfg["frame_stack"]))
     return env
 
 

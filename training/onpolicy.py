@@ -83,6 +83,20 @@ class OnPolicyWorkspace(Workspace):
             a.num_steps, self.num_envs, obs_space.shape[0], a.action_shape, a.net.hidden_size
         )
 
+    def components(self) -> dict:
+        parts = super().components()
+        if self.agent.normalization.enabled:
+            parts["normalization"] = self.agent.normalization
+        return parts
+
+    def bookkeeping(self) -> dict:
+        """Also the normalisation statistics: acting moves them, so a checkpoint of an earlier
+        moment (a signal mid-rollout) must keep theirs of that moment too."""
+        state = super().bookkeeping()
+        if self.agent.normalization.enabled:
+            state["normalization"] = self.agent.normalization.state_dict()
+        return state
+
     def _set_difficulty(self) -> None:
         if self.curriculum is not None:
             self.envs.call("set_difficulty", **self.curriculum.params)
@@ -104,22 +118,22 @@ class OnPolicyWorkspace(Workspace):
             buf.log_probs[t] = log_prob
             buf.values[t] = value
             env_action = action.numpy() if low_high is None else action.clamp(*low_high).numpy()
-            next_obs, reward, terminated, truncated, info = envs.step(env_action)
+            next_obs, raw_reward, terminated, truncated, info = envs.step(env_action)
             self.global_step += n
-            self._ep_return += reward
+            self._ep_return += raw_reward
             done = terminated | truncated
+            reward = agent.scale_rewards(raw_reward, done)  # a copy: the bootstrap adds to it
             cut = truncated & ~terminated
             if cut.any():  # time limit, not a real end: bootstrap from the final observation
                 idx = np.flatnonzero(cut)
-                final = torch.as_tensor(np.stack(info["final_obs"][idx]), dtype=torch.float32)
+                final = agent.observe(np.stack(info["final_obs"][idx]), update=False)
                 final_value = agent.value(final, torch.zeros(len(idx)), hidden[idx]).numpy()
-                reward = reward.astype(np.float32, copy=True)
                 reward[idx] += gamma * final_value
             buf.rewards[t] = reward
             buf.dones[t] = done
             if done.any():
                 self._end_episodes(np.flatnonzero(done), info.get("final_info", {}))
-            obs = torch.from_numpy(np.asarray(next_obs, dtype=np.float32))
+            obs = agent.observe(next_obs)
             starts = torch.from_numpy(done.astype(np.float32))
         return obs, starts, hidden
 
@@ -150,7 +164,7 @@ class OnPolicyWorkspace(Workspace):
         try:
             self._set_difficulty()
             obs, _ = self.envs.reset(seed=cfg.seed * 1_000_003 + self.global_step)
-            obs = torch.as_tensor(obs, dtype=torch.float32)
+            obs = agent.observe(obs)
             starts, hidden = torch.ones(self.num_envs), agent.initial_state(self.num_envs)
             if self.global_step == 0:
                 self.evaluate(0)
