@@ -27,6 +27,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 import lr_scheduler
+from envs.suites import MissingExtra, check_extras
 from lr_scheduler import ScheduleError, ScheduleSet
 from training.checks import ConfigError, check_run_config
 from training.run import (
@@ -116,6 +117,17 @@ def main(cfg: DictConfig) -> float | None:
         return -math.inf
 
     try:
+        check_extras(cfg.env)
+    except MissingExtra as err:
+        # Nothing has happened yet: the dir keeps no trace of this start (Hydra's empty log
+        # included) unless it already held a run.
+        print(f"error: {err}", file=sys.stderr)
+        if not holds_run:
+            discard_untouched_run_dir(run_dir)
+        if not in_sweep:
+            sys.exit(2)
+        return -math.inf
+    try:
         check_run_config(cfg)
     except ConfigError as err:
         return fail(f"invalid config: {err}", 2)
@@ -188,6 +200,17 @@ def train(cfg: DictConfig, run_dir: Path, schedules: ScheduleSet, fail) -> float
     log.info("done: %s", json.dumps(summary))
     final = summary.get("final_eval_return")
     return -math.inf if final is None else float(final)
+
+
+def discard_untouched_run_dir(run_dir: Path) -> None:
+    """Remove Hydra's empty job log, then the run dir if that leaves it empty."""
+    for log_file in run_dir.glob("*.log"):
+        if log_file.stat().st_size == 0:
+            log_file.unlink()
+    try:
+        run_dir.rmdir()
+    except OSError:
+        pass  # something else is in it: leave it
 
 
 def save_job_config(run_dir: Path, cfg: DictConfig) -> None:

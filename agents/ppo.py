@@ -146,6 +146,9 @@ class PPOAgent:
             self._loss = torch.compile(self._loss_impl, backend=backend)
             self._optimizer_step = torch.compile(self.optimizer.step, backend=backend)
         self._eval_hidden: torch.Tensor | None = None
+        self._numpy_acting = self.device.type == "cpu" and hasattr(self.net, "numpy_forward")
+        # A view of the parameter's memory: the optimizer and load_state_dict write in place.
+        self._log_std_np = None if self.log_std is None else self.log_std.detach().numpy()
 
     # ------------------------------------------------------------------------------ acting
 
@@ -168,37 +171,63 @@ class PPOAgent:
         z = (action - mean) * torch.exp(-self.log_std)
         return (-0.5 * z.square() - self.log_std - _HALF_LOG_2PI).sum(-1)
 
+    def _sample_numpy(self, out: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """`_sample` in numpy (noise from numpy's global generator, checkpointed with the run's
+        RNG states)."""
+        if self.discrete:
+            shifted = out - out.max(-1, keepdims=True)
+            log_probs = shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
+            gumbel = -np.log(np.random.standard_exponential(log_probs.shape))
+            action = (log_probs + gumbel).argmax(-1)
+            return action, np.take_along_axis(log_probs, action[:, None], -1)[:, 0]
+        log_std = self._log_std_np
+        noise = np.random.standard_normal(out.shape).astype(np.float32)
+        action = out + noise * np.exp(log_std)
+        return action, (-0.5 * noise * noise - log_std - _HALF_LOG_2PI).sum(-1)
+
     @torch.no_grad()
     def act_batch(
-        self, obs: torch.Tensor, starts: torch.Tensor, hidden: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Sample actions for a batch ``obs[N, D]`` of envs.
+        self, obs: np.ndarray, starts: np.ndarray, hidden: torch.Tensor
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, torch.Tensor]:
+        """Sample actions for a batch ``obs[N, D]`` (float32) of envs.
 
         ``starts[N]`` is 1.0 where ``obs`` begins an episode (the recurrent state resets there).
-        Returns ``(action, log_prob, value, next_hidden)``, the first three on the CPU, the
-        state on the agent's device; continuous actions are unclipped (the trainer clips what it
-        sends to the env, the loss sees the sampled value).
+        Returns ``(action, log_prob, value, next_hidden)``, the first three as numpy arrays, the
+        state a tensor on the agent's device; continuous actions are unclipped (the trainer
+        clips what it sends to the env, the loss sees the sampled value). Feedforward towers on
+        the CPU act in numpy: at rollout sizes (a few envs, 64-wide layers) torch's per-call
+        overhead is 5x the arithmetic; the update trains the same weights in torch.
         """
-        obs, starts = obs.to(self.device).unsqueeze(0), starts.to(self.device).unsqueeze(0)
-        out, value, hidden = self.net(obs, starts, hidden)
+        if self._numpy_acting:
+            out, value = self.net.numpy_forward(obs)
+            action, log_prob = self._sample_numpy(out)
+            return action, log_prob, value, hidden
+        obs_t = torch.from_numpy(obs).to(self.device).unsqueeze(0)
+        out, value, hidden = self.net(obs_t, torch.from_numpy(starts).to(self.device)[None], hidden)
         action, log_prob = self._sample(out[0])
-        return action.cpu(), log_prob.cpu(), value[0].cpu(), hidden
+        return action.cpu().numpy(), log_prob.cpu().numpy(), value[0].cpu().numpy(), hidden
 
     @torch.no_grad()
-    def value(self, obs: torch.Tensor, starts: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
-        """State values of ``obs[N, D]`` on the CPU (GAE bootstrap and truncated episodes)."""
-        obs, starts = obs.to(self.device).unsqueeze(0), starts.to(self.device).unsqueeze(0)
-        return self.net(obs, starts, hidden)[1][0].cpu()
+    def value(self, obs: np.ndarray, starts: np.ndarray, hidden: torch.Tensor) -> np.ndarray:
+        """State values of ``obs[N, D]`` (GAE bootstrap and truncated episodes)."""
+        if self._numpy_acting:
+            return self.net.numpy_forward(obs)[1]
+        obs_t = torch.from_numpy(obs).to(self.device).unsqueeze(0)
+        return (
+            self.net(obs_t, torch.from_numpy(starts).to(self.device)[None], hidden)[1][0]
+            .cpu()
+            .numpy()
+        )
 
     def begin_episode(self) -> None:
         """Forget the evaluation hidden state: the next :meth:`act` starts an episode."""
         self._eval_hidden = None
 
-    def observe(self, obs: np.ndarray, update: bool = True) -> torch.Tensor:
-        """Training observations ``obs[N, D]`` from the envs as the policy sees them (CPU
-        float32): normalised when ``norm_obs``, counting them into the statistics if
-        ``update`` (``False`` for a truncated episode's final observation)."""
-        return torch.from_numpy(self.normalization.observations(obs, update))
+    def observe(self, obs: np.ndarray, update: bool = True) -> np.ndarray:
+        """Training observations ``obs[N, D]`` from the envs as the policy sees them (float32):
+        normalised when ``norm_obs``, counting them into the statistics if ``update``
+        (``False`` for a truncated episode's final observation)."""
+        return self.normalization.observations(obs, update)
 
     def scale_rewards(self, reward: np.ndarray, done: np.ndarray) -> np.ndarray:
         """One vector step's rewards as the update sees them (scaled when ``norm_reward``)."""

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -52,6 +53,20 @@ class TowerPolicy(nn.Module):
         towers = [self.encoder["pi"], self.actor[0], self.actor[2]]
         towers += [self.encoder["vf"], self.critic[0], self.critic[2]]
         self._towers = tuple((linear.weight, linear.bias) for linear in towers)
+        self._numpy_towers: tuple | None = None
+
+    def numpy_forward(self, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(policy output, value) of ``obs[N, D]`` in numpy (float32), on the CPU: acting's
+        fast path. It reads the parameters' own memory (views; the optimizer and
+        ``load_state_dict`` write in place), so it always sees the current weights."""
+        if self._numpy_towers is None:
+            self._numpy_towers = tuple(
+                (w.detach().numpy().T, b.detach().numpy()) for w, b in self._towers
+            )
+        (w1, b1), (w2, b2), (w3, b3), (v1, c1), (v2, c2), (v3, c3) = self._numpy_towers
+        pi = np.tanh(np.tanh(obs @ w1 + b1) @ w2 + b2) @ w3 + b3
+        value = np.tanh(np.tanh(obs @ v1 + c1) @ v2 + c2) @ v3 + c3
+        return pi, value[:, 0]
 
     def forward(
         self,

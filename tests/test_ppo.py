@@ -78,9 +78,9 @@ def test_autoreset_steps_are_transitions_and_returns_are_logged(tmp_path):
     # CartPole pays 1 for every real step; next-step autoreset would leave 0-reward reset steps.
     assert np.all(buf.rewards == 1.0) and buf.dones.sum() > 0
     # The observation after an episode end is the new episode's first, flagged as a start.
-    assert torch.equal(buf.starts[1:], torch.from_numpy(buf.dones[:-1]))
-    first = buf.obs[1:][torch.from_numpy(buf.dones[:-1]).bool()]
-    assert first.abs().max() <= 0.05  # CartPole resets uniformly in [-0.05, 0.05]
+    np.testing.assert_array_equal(buf.starts[1:], buf.dones[:-1])
+    first = buf.obs[1:][buf.dones[:-1].astype(bool)]
+    assert np.abs(first).max() <= 0.05  # CartPole resets uniformly in [-0.05, 0.05]
     returns = scalars(tmp_path, "train/episode_return")
     assert len(returns) == ws.episode > 0
     assert all(v >= 1 for _, v in returns)
@@ -173,15 +173,15 @@ def test_gae_matches_the_definition_with_episode_ends_inside_the_rollout():
     rng = np.random.default_rng(0)
     steps, envs = 7, 3
     buf = Rollout(steps, envs, obs_dim=1, action_shape=(), hidden=0)
-    buf.values[:] = torch.from_numpy(rng.normal(size=(steps, envs)).astype(np.float32))
+    buf.values[:] = rng.normal(size=(steps, envs))
     buf.rewards[:] = rng.normal(size=(steps, envs))
     buf.dones[[2, 4], 0] = 1.0  # env 0: two ends inside the rollout
     buf.dones[6, 1] = 1.0  # env 1: ends at the last step (the next value must not leak in)
     next_value = rng.normal(size=envs).astype(np.float32)  # env 2 runs through: bootstrap
     advantages, returns = buf.advantages(next_value, gamma=0.9, lam=0.8)
-    expected = reference_gae(buf.rewards, buf.values.numpy(), buf.dones, next_value, 0.9, 0.8)
+    expected = reference_gae(buf.rewards, buf.values, buf.dones, next_value, 0.9, 0.8)
     np.testing.assert_allclose(advantages.numpy(), expected, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(returns.numpy(), expected + buf.values.numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(returns.numpy(), expected + buf.values, rtol=1e-5, atol=1e-6)
 
 
 def synthetic_rollout(agent: PPOAgent, steps: int, seed: int = 0) -> dict[str, torch.Tensor]:
@@ -189,9 +189,11 @@ def synthetic_rollout(agent: PPOAgent, steps: int, seed: int = 0) -> dict[str, t
     torch.manual_seed(seed)
     n = agent.num_envs
     obs = torch.randn(steps * n, 4)
+    np.random.seed(seed)
     action, log_prob, value, _ = agent.act_batch(
-        obs, torch.zeros(steps * n), agent.initial_state(steps * n)
+        obs.numpy(), np.zeros(steps * n, np.float32), agent.initial_state(steps * n)
     )
+    action, log_prob, value = (torch.from_numpy(x) for x in (action, log_prob, value))
     advantages = torch.randn(steps * n)
     batch = {
         "obs": obs, "starts": torch.zeros(steps * n), "hidden": torch.zeros(steps * n, 0),
@@ -305,13 +307,15 @@ def test_gru_policy_carries_its_state_and_zeroes_it_at_episode_starts(tmp_path):
         # An episode starts after every end, and at the first step of the run.
         first_starts = ended_before[-1] if ended_before else np.ones(ws.num_envs, dtype=bool)
         expected_starts = np.array([first_starts, *ended[:-1]], dtype=np.float32)
-        np.testing.assert_array_equal(buf.starts.numpy(), expected_starts)
+        np.testing.assert_array_equal(buf.starts, expected_starts)
         ended_before.append(ended[-1])
         starts_seen.append(int(buf.starts[1:].sum()))
-        states = gru_states_by_hand(net, buf.obs, buf.starts, carried[-1])
-        torch.testing.assert_close(buf.hidden, torch.stack(states[:-1]))
+        obs, starts = torch.from_numpy(buf.obs), torch.from_numpy(buf.starts)
+        states = gru_states_by_hand(net, obs, starts, carried[-1])
+        torch.testing.assert_close(torch.from_numpy(buf.hidden), torch.stack(states[:-1]))
         with torch.no_grad():  # and the policy acted on them: the values are the critic's
-            torch.testing.assert_close(buf.values, net.critic(torch.stack(states[1:])).squeeze(-1))
+            values = net.critic(torch.stack(states[1:])).squeeze(-1)
+            torch.testing.assert_close(torch.from_numpy(buf.values), values)
         carried.append(states[-1])
 
     before_each_update(ws, check)

@@ -44,10 +44,11 @@ class OffPolicyWorkspace(Workspace):
         return {**super().components(), "replay": self.replay}
 
     def extra_checkpoint_bytes(self) -> int:
-        """The replay buffer at capacity: observations, actions and scalars per transition."""
+        """The replay buffer as full as this run can fill it (capacity, or every step of the
+        run if fewer): observations, actions and scalars per transition."""
         obs, act = self.env.observation_space, self.env.action_space
         per = obs.dtype.itemsize * int(np.prod(obs.shape)) + 4 * int(np.prod(act.shape)) + 16
-        return int(self.cfg.replay.capacity) * per
+        return min(int(self.cfg.replay.capacity), self.total_steps + 1) * per
 
     def steps(self) -> Iterator[int]:
         """The training loop, yielding the global step after every env step.

@@ -31,25 +31,25 @@ log = logging.getLogger("train")
 
 
 class Rollout:
-    """Preallocated ``[T, N, ...]`` storage of one rollout: tensors for what the update reads,
-    numpy for the rewards and episode ends the GAE loop reads."""
+    """Preallocated ``[T, N, ...]`` numpy storage of one rollout (float32); `batch` hands the
+    update tensor views of it, no copies."""
 
     def __init__(
         self, num_steps: int, num_envs: int, obs_dim: int, action_shape: tuple, hidden: int
     ) -> None:
         t, n = num_steps, num_envs
-        self.obs = torch.zeros(t, n, obs_dim)
-        self.starts = torch.zeros(t, n)  # 1.0 where obs[t] is an episode's first observation
-        self.hidden = torch.zeros(t, n, hidden)  # recurrent state before step t
-        self.actions = torch.zeros(t, n, *action_shape)
-        self.log_probs = torch.zeros(t, n)
-        self.values = torch.zeros(t, n)
+        self.obs = np.zeros((t, n, obs_dim), dtype=np.float32)
+        self.starts = np.zeros((t, n), dtype=np.float32)  # 1.0 where obs[t] begins an episode
+        self.hidden = np.zeros((t, n, hidden), dtype=np.float32)  # recurrent state before t
+        self.actions = np.zeros((t, n, *action_shape), dtype=np.float32)
+        self.log_probs = np.zeros((t, n), dtype=np.float32)
+        self.values = np.zeros((t, n), dtype=np.float32)
         self.rewards = np.zeros((t, n), dtype=np.float32)  # truncation bootstrap folded in
         self.dones = np.zeros((t, n), dtype=np.float32)  # the episode ended at step t
 
     def advantages(self, next_value: np.ndarray, gamma: float, lam: float) -> tuple:
         """GAE(lambda) advantages and returns (both ``[T, N]`` tensors)."""
-        values = self.values.numpy()
+        values = self.values
         adv = np.zeros_like(values)
         last = np.zeros_like(next_value)
         for t in reversed(range(values.shape[0])):
@@ -59,6 +59,13 @@ class Rollout:
             last = delta + gamma * lam * live * last
             adv[t] = last
         return torch.from_numpy(adv), torch.from_numpy(adv + values)
+
+    def batch(self, next_value: np.ndarray, gamma: float, lam: float) -> dict[str, torch.Tensor]:
+        """What the update reads: the rollout as tensors, with GAE advantages and returns."""
+        advantages, returns = self.advantages(next_value, gamma, lam)
+        names = ("obs", "starts", "hidden", "actions", "log_probs", "values")
+        tensors = {name: torch.from_numpy(getattr(self, name)) for name in names}
+        return {**tensors, "advantages": advantages, "returns": returns}
 
 
 class OnPolicyWorkspace(Workspace):
@@ -106,18 +113,20 @@ class OnPolicyWorkspace(Workspace):
         signal arrived (the partial rollout is dropped)."""
         agent, buf, envs = self.agent, self.rollout, self.envs
         n, gamma = self.num_envs, agent.gamma
-        low_high = None if agent.discrete else (-1.0, 1.0)
+        recurrent = buf.hidden.shape[-1] > 0
         for t in range(agent.num_steps):
             if self._signal is not None:
                 return None
             buf.obs[t] = obs
             buf.starts[t] = starts
-            buf.hidden[t] = hidden
+            if recurrent:
+                buf.hidden[t] = hidden.cpu().numpy()
             action, log_prob, value, hidden = agent.act_batch(obs, starts, hidden)
             buf.actions[t] = action
             buf.log_probs[t] = log_prob
             buf.values[t] = value
-            env_action = action.numpy() if low_high is None else action.clamp(*low_high).numpy()
+            # Continuous actions are sent clipped to [-1, 1] (the loss sees the sampled value).
+            env_action = action if agent.discrete else np.minimum(np.maximum(action, -1.0), 1.0)
             next_obs, raw_reward, terminated, truncated, info = envs.step(env_action)
             self.global_step += n
             self._ep_return += raw_reward
@@ -127,14 +136,14 @@ class OnPolicyWorkspace(Workspace):
             if cut.any():  # time limit, not a real end: bootstrap from the final observation
                 idx = np.flatnonzero(cut)
                 final = agent.observe(np.stack(info["final_obs"][idx]), update=False)
-                final_value = agent.value(final, torch.zeros(len(idx)), hidden[idx]).numpy()
+                final_value = agent.value(final, np.zeros(len(idx), np.float32), hidden[idx])
                 reward[idx] += gamma * final_value
             buf.rewards[t] = reward
             buf.dones[t] = done
             if done.any():
                 self._end_episodes(np.flatnonzero(done), info.get("final_info", {}))
             obs = agent.observe(next_obs)
-            starts = torch.from_numpy(done.astype(np.float32))
+            starts = done.astype(np.float32)
         return obs, starts, hidden
 
     def _end_episodes(self, envs_done: np.ndarray, final_info: dict) -> None:
@@ -165,7 +174,8 @@ class OnPolicyWorkspace(Workspace):
             self._set_difficulty()
             obs, _ = self.envs.reset(seed=cfg.seed * 1_000_003 + self.global_step)
             obs = agent.observe(obs)
-            starts, hidden = torch.ones(self.num_envs), agent.initial_state(self.num_envs)
+            starts = np.ones(self.num_envs, dtype=np.float32)
+            hidden = agent.initial_state(self.num_envs)
             if self.global_step == 0:
                 self.evaluate(0)
                 self.log_lrs(0)
@@ -182,13 +192,8 @@ class OnPolicyWorkspace(Workspace):
                 obs, starts, hidden = carried
                 step = self.global_step
                 buf = self.rollout
-                next_value = agent.value(obs, starts, hidden).numpy()
-                advantages, returns = buf.advantages(next_value, agent.gamma, agent.gae_lambda)
-                batch = {
-                    "obs": buf.obs, "starts": buf.starts, "hidden": buf.hidden,
-                    "actions": buf.actions, "log_probs": buf.log_probs, "values": buf.values,
-                    "advantages": advantages, "returns": returns,
-                }  # fmt: skip
+                next_value = agent.value(obs, starts, hidden)
+                batch = buf.batch(next_value, agent.gamma, agent.gae_lambda)
                 metrics = agent.update(batch, partial(self._refresh_lr, before, step - before))
                 check_finite({k: metrics[k] for k in ("policy_loss", "value_loss")}, step)
                 self.telemetry.scalars(metrics, step, prefix="ppo/")
