@@ -227,6 +227,7 @@ def main() -> None:
         help="only time ours against SB3 side by side for STEPS on each task",
     )
     args = parser.parse_args()
+    code = commit()  # the code this process runs (a commit made meanwhile does not change it)
     if args.speed:
         from ppo_throughput import side_by_side
 
@@ -245,7 +246,7 @@ def main() -> None:
             if path.exists() or not claim(path.with_suffix(".claim")):
                 continue  # finished, or another live process runs it
             runner = run_ours if who == "ours" else run_sb3
-            out = {**runner(task, seed, args.steps, tuple(args.set)), "commit": commit(),
+            out = {**runner(task, seed, args.steps, tuple(args.set)), "commit": code,
                    "overrides": args.set if who == "ours" else []}  # fmt: skip
             tmp = path.with_suffix(".tmp")
             tmp.write_text(json.dumps(out, indent=1))

@@ -73,6 +73,7 @@ def make_env(env_cfg: Mapping[str, Any], action_repeat: int = 1) -> gym.Env:
         env: gym.Env = DMCEnv(
             str(env_cfg["domain"]), str(env_cfg["task"]), obs_type,
             int(env_cfg.get("pixel_size", 84)), env_cfg.get("camera"), action_repeat, kwargs,
+            env_cfg.get("environment_kwargs"),
         )  # fmt: skip
         action_repeat = 1  # repeated inside, with one render per agent step
     elif str(env_cfg["id"]).startswith("Gimbal"):

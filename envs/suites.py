@@ -102,6 +102,7 @@ class DMCEnv(gym.Env):
         camera: int | None = None,
         action_repeat: int = 1,
         task_kwargs: Mapping[str, Any] | None = None,
+        environment_kwargs: Mapping[str, Any] | None = None,
     ) -> None:
         headless_rendering()
         from dm_control import suite
@@ -115,7 +116,10 @@ class DMCEnv(gym.Env):
             raise ValueError(f"env.obs_type={obs_type!r}; accepted: state, pixels")
         if action_repeat < 1:
             raise ValueError(f"action_repeat must be >= 1, got {action_repeat}")
-        self._env = suite.load(domain, task, task_kwargs={"random": 0, **(task_kwargs or {})})
+        self._env = suite.load(
+            domain, task, task_kwargs={"random": 0, **(task_kwargs or {})},
+            environment_kwargs=dict(environment_kwargs or {}) or None,
+        )  # fmt: skip
         self.pixels = obs_type == "pixels"
         self.size = int(pixel_size)
         self.camera = (2 if domain == "quadruped" else 0) if camera is None else int(camera)

@@ -45,8 +45,13 @@ TINY_PPO = [
 ]
 
 
+# Not inherited: the kill switch, and a rendering backend an in-process test chose (the CLI picks
+# its own, as from a user's shell).
+NOT_INHERITED = ("LR_SCHEDULE_DISABLE", "MUJOCO_GL", "PYOPENGL_PLATFORM")
+
+
 def _env(extra: dict | None) -> dict:
-    env = {k: v for k, v in os.environ.items() if k != "LR_SCHEDULE_DISABLE"}
+    env = {k: v for k, v in os.environ.items() if k not in NOT_INHERITED}
     env.update({"PYTHONUNBUFFERED": "1", "MPLBACKEND": "Agg"}, **(extra or {}))
     return env
 
