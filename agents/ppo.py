@@ -59,6 +59,9 @@ class PPOAgent:
             clipped to ``+-clip_obs``; the statistics are frozen in evaluation.
         norm_reward: divide rewards by the running std of the discounted return, clipped to
             ``+-clip_reward`` (returns of MuJoCo tasks are in the thousands).
+        log_std_init: initial log-std of the Gaussian policy (CleanRL, SB3: 0).
+        ortho_init: orthogonal init (gain sqrt 2, policy output 0.01, value output 1), as CleanRL
+            and SB3; ``False``: PyTorch's default init of every layer.
     """
 
     on_policy = True
@@ -93,6 +96,8 @@ class PPOAgent:
         norm_reward: bool = False,
         clip_obs: float = 10.0,
         clip_reward: float = 10.0,
+        log_std_init: float = 0.0,
+        ortho_init: bool = True,
     ) -> None:
         if len(obs_shape) != 1:
             raise ValueError(f"PPO takes state vectors (D,); got obs_shape={tuple(obs_shape)}")
@@ -110,8 +115,14 @@ class PPOAgent:
             raise ValueError(
                 f"agent.num_steps={num_steps} must be a multiple of bptt_len={bptt_len}"
             )
+        if not ortho_init:
+            for module in self.net.modules():
+                if isinstance(module, torch.nn.Linear | torch.nn.GRUCell):
+                    module.reset_parameters()
         self.log_std = (
-            None if self.discrete else torch.nn.Parameter(torch.zeros(out_dim, device=self.device))
+            None
+            if self.discrete
+            else torch.nn.Parameter(torch.full((out_dim,), float(log_std_init), device=self.device))
         )
         self.num_envs, self.num_steps = int(num_envs), int(num_steps)
         self.update_epochs, self.num_minibatches = int(update_epochs), int(num_minibatches)

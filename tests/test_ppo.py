@@ -460,3 +460,17 @@ def test_compiled_jobs_run_one_after_another_in_one_process_stay_compiled(monkey
     torch._dynamo.reset()
     # Same run, same updates: every job runs its 2 losses and 3 steps compiled at every update.
     assert calls[0] == 5 * 20 and calls == [calls[0]] * 3, calls
+
+
+def test_log_std_and_init_knobs_set_what_they_name():
+    cleanrl = PPOAgent([11], [3], False, "cpu", 3e-4, {"bundle": "A"})
+    first = cleanrl.net.encoder["pi"].weight.detach()  # 64 x 11, orthogonal columns, gain sqrt 2
+    torch.testing.assert_close(first.T @ first, 2.0 * torch.eye(11), atol=1e-5, rtol=0)
+    assert cleanrl.net.actor[2].weight.abs().max() < 0.02  # policy output gain 0.01
+    assert torch.equal(cleanrl.log_std.detach(), torch.zeros(3))
+    plain = PPOAgent([11], [3], False, "cpu", 3e-4, {"bundle": "A"}, log_std_init=-0.5,
+                     ortho_init=False)  # fmt: skip
+    assert torch.equal(plain.log_std.detach(), torch.full((3,), -0.5))
+    w = plain.net.encoder["pi"].weight.detach()
+    assert (w.T @ w - torch.diag(torch.diagonal(w.T @ w))).abs().max() > 0.05  # not orthogonal
+    assert plain.net.actor[2].weight.abs().max() > 0.05  # torch's default scale, not 0.01
