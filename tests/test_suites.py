@@ -242,3 +242,20 @@ def test_headless_rendering_is_chosen_only_without_a_display(monkeypatch):
     monkeypatch.setenv("MUJOCO_GL", "osmesa")
     suites.headless_rendering()
     assert os.environ["MUJOCO_GL"] == "osmesa"  # the user's choice stands
+
+
+def test_gymnasium_mujoco_pixels_train_drqv2_through_the_cli(tmp_path):
+    """Any rendering gymnasium env as pixels: InvertedPendulum (torque in [-3, 3]) from stacked
+    32x32 renders; DrQ-v2 acts in [-1, 1], rescaled to the env's bounds."""
+    args = [*TINY, "env=mujoco", "env.id=InvertedPendulum-v5", "env.obs_type=pixels",
+            "env.pixel_size=32", "num_train_frames=300", "num_seed_frames=150",
+            "eval_every_frames=1000", "replay.batch_size=16"]  # fmt: skip
+    done = run_cli(*args, run_dir=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    state = latest(tmp_path)
+    assert state["global_step"] == 300
+    replay = state["replay"]
+    assert replay["obs"].shape[1:] == (9, 32, 32) and replay["obs"].dtype == np.uint8
+    actions = replay["action"]
+    assert np.abs(actions).max() <= 1.0 and np.abs(actions).max() > 0.5
+    assert len(scalars(tmp_path, "train/episode_return")) > 1  # the pole falls: episodes end
