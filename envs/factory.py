@@ -17,6 +17,7 @@ from envs.suites import (
     headless_rendering,
     required_extra,
 )
+from envs.vector import SameStepVectorEnv
 
 
 class ActionRepeat(gym.Wrapper):
@@ -105,17 +106,7 @@ def make_env(env_cfg: Mapping[str, Any], action_repeat: int = 1) -> gym.Env:
 
 def make_vector_env(
     env_cfg: Mapping[str, Any], num_envs: int, action_repeat: int = 1
-) -> gym.vector.SyncVectorEnv:
-    """``num_envs`` copies of :func:`make_env` stepped in one process.
-
-    Same-step autoreset: an env that ends an episode is reset inside that ``step()``, which returns
-    the new episode's first observation and puts the last one in ``info["final_obs"]``. So every
-    step is a transition (gymnasium's default next-step mode instead spends one step per episode
-    on the reset, with the action ignored), and a truncated episode can bootstrap from its final
-    observation. ``copy=False``: the returned observation array is reused by the next step.
-    """
-    return gym.vector.SyncVectorEnv(
-        [lambda: make_env(env_cfg, action_repeat) for _ in range(num_envs)],
-        copy=False,
-        autoreset_mode=gym.vector.AutoresetMode.SAME_STEP,
-    )
+) -> SameStepVectorEnv:
+    """``num_envs`` copies of :func:`make_env` stepped in one process, each reset inside the
+    step that ends its episode (`envs.vector`)."""
+    return SameStepVectorEnv([lambda: make_env(env_cfg, action_repeat) for _ in range(num_envs)])
