@@ -26,6 +26,15 @@ STEP_ON = ("update", "epoch", "rollout")
 _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 
 
+def _on_for_continuous(value: bool | str, discrete: bool, key: str) -> bool:
+    """A normaliser switch: ``True``/``False``, or ``"auto"`` (on for continuous actions)."""
+    if value == "auto":
+        return not discrete
+    if isinstance(value, bool):
+        return value
+    raise ValueError(f"agent.{key}={value!r}; accepted: true, false, auto")
+
+
 class PPOAgent:
     """Proximal Policy Optimization for vector state observations.
 
@@ -56,9 +65,12 @@ class PPOAgent:
         bptt_len: length of the training sequences of a recurrent policy (truncated BPTT);
             feedforward policies train on single steps.
         norm_obs: normalise observations by their running mean and std (`normalization`),
-            clipped to ``+-clip_obs``; the statistics are frozen in evaluation.
+            clipped to ``+-clip_obs``; the statistics are frozen in evaluation. ``"auto"``: on
+            for continuous actions, off for discrete ones (CleanRL's continuous and discrete
+            PPO scripts).
         norm_reward: divide rewards by the running std of the discounted return, clipped to
-            ``+-clip_reward`` (returns of MuJoCo tasks are in the thousands).
+            ``+-clip_reward`` (returns of MuJoCo tasks are in the thousands); ``"auto"`` as
+            ``norm_obs``.
         log_std_init: initial log-std of the Gaussian policy (CleanRL, SB3: 0).
         ortho_init: orthogonal init (gain sqrt 2, policy output 0.01, value output 1), as CleanRL
             and SB3; ``False``: PyTorch's default init of every layer.
@@ -92,8 +104,8 @@ class PPOAgent:
         step_on: str = "update",
         compile: bool | str = False,
         bptt_len: int = 16,
-        norm_obs: bool = False,
-        norm_reward: bool = False,
+        norm_obs: bool | str = "auto",
+        norm_reward: bool | str = "auto",
         clip_obs: float = 10.0,
         clip_reward: float = 10.0,
         log_std_init: float = 0.0,
@@ -132,9 +144,11 @@ class PPOAgent:
         self.max_grad_norm, self.norm_adv = float(max_grad_norm), bool(norm_adv)
         self.target_kl = None if target_kl is None else float(target_kl)
         self.step_on = step_on
+        norm_obs = _on_for_continuous(norm_obs, self.discrete, "norm_obs")
+        norm_reward = _on_for_continuous(norm_reward, self.discrete, "norm_reward")
         self.normalization = Normalization(
-            tuple(obs_shape), self.num_envs, self.gamma, bool(norm_obs), bool(norm_reward),
-            clip_obs, clip_reward,
+            tuple(obs_shape), self.num_envs, self.gamma, norm_obs, norm_reward, clip_obs,
+            clip_reward,
         )  # fmt: skip
         actor_params = list(self.net.actor.parameters()) + (
             [self.log_std] if self.log_std is not None else []

@@ -148,3 +148,18 @@ def test_a_signal_mid_rollout_saves_the_statistics_of_the_rollouts_start(tmp_pat
     for part in ("obs", "reward"):
         assert torch.equal(saved["normalization"][part]["mean"], at_rollout_start[part]["mean"])
         assert saved["normalization"][part]["count"] == at_rollout_start[part]["count"]
+
+
+def test_normalisation_is_on_by_default_for_continuous_actions_only():
+    from agents.ppo import PPOAgent
+
+    def agent(discrete, **knobs):
+        return PPOAgent([3], [2], discrete, "cpu", 1e-3, {"bundle": "A"}, **knobs).normalization
+
+    continuous, discrete = agent(False), agent(True)
+    assert continuous.obs_norm is not None and continuous.reward_scaler is not None
+    assert discrete.obs_norm is None and discrete.reward_scaler is None
+    assert agent(False, norm_reward=False).reward_scaler is None
+    assert agent(True, norm_obs=True).obs_norm is not None
+    with pytest.raises(ValueError, match=r"agent.norm_obs='yes'; accepted: true, false, auto"):
+        agent(False, norm_obs="yes")
