@@ -75,6 +75,18 @@ from schedules.model import (
     ScheduleMismatchError,
 )
 
+
+
+def __getattr__(name: str):
+    """``plot_lr_schedule`` and ``plot_schedules`` resolve here too, where the 003 document
+    imports them from, without importing matplotlib until one is asked for."""
+    if name in ("plot_lr_schedule", "plot_schedules"):
+        import lr_preview
+
+        return getattr(lr_preview, name)
+    raise AttributeError(f"module 'lr_scheduler' has no attribute {name!r}")
+
+
 __all__ = [
     "DEFAULT_DECAY_STEPS", "DEFAULT_LAST_FINAL_FACTOR", "DEFAULT_TYPE", "DEFAULT_WARMUP_INIT",
     "DISABLE_ENV_VAR", "FINAL_FRACTION_KEYS", "INTERVAL_KEYS", "INTERVAL_TYPES", "KEY_SYNONYMS",

@@ -53,6 +53,12 @@ def _kl_guard(value: Any, path: str, networks: Sequence[str]) -> KLGuardSpec | N
     enabled = given.get("enabled", False)
     if not isinstance(enabled, bool):
         raise ScheduleError(f"{path}.enabled", f"expected true or false, got {enabled!r}")
+    knobs = [key for key in KL_GUARD_KEYS if key != "enabled" and key in given]
+    if knobs and not enabled:  # a knob of a guard that is off would be ignored: say so
+        raise ScheduleError(
+            f"{path}.{knobs[0]}", f"set while the KL guard is off ({path}.enabled is false); "
+            f"accepted: {path}.enabled=true to use it, or leave {', '.join(knobs)} out",
+        )  # fmt: skip
     spec = KLGuardSpec()
     out: dict[str, Any] = {}
     for key, low_ok, what in (

@@ -214,8 +214,10 @@ BAD = {
                    "lr_schedule.kl_guard.low", "must be below high"),
     "guard_floor": ({"kl_guard": {"enabled": True, "min_scale": 0}}, None,
                     "lr_schedule.kl_guard.min_scale", "(0, 1]"),
-    "guard_factor": ({"kl_guard": {"factor": 1.0}}, None,
+    "guard_factor": ({"kl_guard": {"enabled": True, "factor": 1.0}}, None,
                      "lr_schedule.kl_guard.factor", "> 1"),
+    "guard_knob_while_off": ({"kl_guard": {"target": 0.01}}, None,
+                             "lr_schedule.kl_guard.target", "lr_schedule.kl_guard.enabled=true"),
     "guard_network": ({"kl_guard": {"enabled": True, "networks": ["actr"]}}, None,
                       "lr_schedule.kl_guard.networks[0]", "did you mean 'actor'"),
     "guard_enabled": ({"kl_guard": {"enabled": "yes"}}, None,
@@ -240,7 +242,7 @@ def test_decay_knobs_refuse_a_last_interval_that_starts_at_a_stage():
 
 def test_guard_off_or_absent_keeps_the_fingerprint_of_the_plain_schedule():
     plain = L.compile_schedules(None, base_lr=1e-3)
-    off = L.compile_schedules({"kl_guard": {"enabled": False, "target": 0.02}}, base_lr=1e-3)
+    off = L.compile_schedules({"kl_guard": {"enabled": False}}, base_lr=1e-3)
     on = L.compile_schedules({"kl_guard": {"enabled": True}}, base_lr=1e-3)
     assert plain.fingerprint == off.fingerprint != on.fingerprint
     assert off.kl_guard is None and on.kl_guard == L.KLGuardSpec()

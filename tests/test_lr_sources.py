@@ -384,3 +384,19 @@ def test_004_default_stays_constant():
     sset = lrs()
     assert all(sset[n](t) == BASE for n in L.NETWORKS for t in (0, 1, 50_000, RUN))
     assert np.all(sset["actor"].values(np.arange(0, RUN, 997)) == BASE)
+
+
+def test_the_003_plot_function_imports_from_the_engine_without_loading_matplotlib_first():
+    """003 imports ``plot_lr_schedule`` beside ``get_lr_scheduler``; importing the engine alone
+    must not pull matplotlib in (a training run never draws)."""
+    import subprocess
+    import sys
+
+    import lr_preview
+    from lr_scheduler import get_lr_scheduler, plot_lr_schedule  # noqa: F401
+
+    assert plot_lr_schedule is lr_preview.plot_lr_schedule
+    check = "import sys, lr_scheduler; assert 'matplotlib' not in sys.modules, 'loaded'"
+    done = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True,
+                          cwd=lr_preview.__file__.rsplit("/", 1)[0])  # fmt: skip
+    assert done.returncode == 0, done.stderr
