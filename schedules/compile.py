@@ -82,9 +82,16 @@ def _resolve_warmup_end(scale: Any = 1.0, *, _root_: Any) -> int:
     return int(round(float(scale) * steps))
 
 
+def _resolve_unless_given(other: str, default: Any, *, _root_: Any) -> Any:
+    """A preset's default for a knob with two spellings: ``default``, or nothing when the other
+    spelling (``lr_schedule.<other>``) is given, so one override of either replaces it."""
+    knobs = _root_.get("lr_schedule") or {}
+    return None if knobs.get(other) is not None else default
+
+
 for _name, _fn in (
     ("base_lr", _resolve_base_lr), ("run_frac", _resolve_run_frac),
-    ("warmup_end", _resolve_warmup_end),
+    ("warmup_end", _resolve_warmup_end), ("unless_given", _resolve_unless_given),
 ):  # fmt: skip
     if not OmegaConf.has_resolver(_name):
         OmegaConf.register_new_resolver(_name, _fn)

@@ -400,3 +400,20 @@ def test_the_003_plot_function_imports_from_the_engine_without_loading_matplotli
     done = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True,
                           cwd=lr_preview.__file__.rsplit("/", 1)[0])  # fmt: skip
     assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.parametrize(
+    "preset,default_frac", [("warmup_cosine", 0.05), ("recurrent_warmup", 0.25)]
+)
+def test_a_warmup_given_in_steps_replaces_the_presets_fraction(preset, default_frac):
+    """The presets' comments offer `warmup_steps=...` as the other spelling of their default
+    `warmup_frac`: one override of either replaces it (the default run is 100k steps)."""
+    by_steps = lrs(f"lr_schedule={preset}", "lr_schedule.warmup_steps=1000")
+    by_frac = lrs(f"lr_schedule={preset}", "lr_schedule.warmup_frac=0.01")  # 1000 steps too
+    default = lrs(f"lr_schedule={preset}")
+    for net in ("encoder", "actor", "critic"):
+        assert by_steps[net](500) == pytest.approx(by_frac[net](500))
+        assert by_steps[net](5000) == pytest.approx(by_frac[net](5000))
+    # The preset's own warmup is longer: at step 1000 it is still ramping.
+    assert default["actor"](1000) < by_steps["actor"](1000)
+    assert default_frac * 100_000 > 1000
