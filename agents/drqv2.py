@@ -19,9 +19,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from agents.base import Agent, load_optimizer_state
 from agents.networks import Actor, Critic, RandomShiftsAug, make_encoder
 
-NETWORKS = ("encoder", "actor", "critic")
 
 _LINEAR = re.compile(r"^\s*linear\(\s*([^,]+),\s*([^,]+),\s*([^,)]+)\)\s*$")
 
@@ -92,7 +92,7 @@ def keep_freed_memory(keep: bool = True) -> bool:
     return all(mallopt(option, value) for option, value in settings.items())
 
 
-class DrQV2Agent:
+class DrQV2Agent(Agent):
     """DrQ-v2-style off-policy actor-critic for continuous actions in ``[-1, 1]``.
 
     Args:
@@ -121,6 +121,8 @@ class DrQV2Agent:
             and CPUs with bf16 matrix units such as Intel AMX; losses, optimizer state and
             weights stay float32). ``None``: float32 only.
     """
+
+    lr_groups = ("encoder", "actor", "critic")  # one Adam each, in ``optimizers``
 
     def __init__(
         self,
@@ -200,7 +202,7 @@ class DrQV2Agent:
                 lr=torch.tensor(float(lr)) if compile else float(lr),
                 fused=fused,
             )
-            for name in NETWORKS
+            for name in self.lr_groups
         }
         self._actor_params = list(self.actor.parameters())
         self._critic_params = list(self.critic.parameters())
@@ -335,7 +337,7 @@ class DrQV2Agent:
     def state_dict(self) -> dict[str, dict[str, Any]]:
         """Plain state_dicts of the networks and optimizers (``torch.load(weights_only=True)``)."""
         state: dict[str, dict[str, Any]] = {
-            name: getattr(self, name).state_dict() for name in NETWORKS
+            name: getattr(self, name).state_dict() for name in self.lr_groups
         }
         state["critic_target"] = self.critic_target.state_dict()
         state["optimizers"] = {name: opt.state_dict() for name, opt in self.optimizers.items()}
@@ -343,13 +345,8 @@ class DrQV2Agent:
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore ``state_dict()`` into this agent's existing networks and optimizers in place."""
-        for name in NETWORKS:
+        for name in self.lr_groups:
             getattr(self, name).load_state_dict(state[name])
         self.critic_target.load_state_dict(state["critic_target"])
         for name, opt in self.optimizers.items():
-            lrs = [group["lr"] for group in opt.param_groups]
-            opt.load_state_dict(state["optimizers"][name])
-            for group, lr in zip(opt.param_groups, lrs, strict=True):
-                if isinstance(lr, torch.Tensor):  # compile: keep the tensor the graphs read
-                    lr.fill_(float(group["lr"]))
-                    group["lr"] = lr
+            load_optimizer_state(opt, state["optimizers"][name])

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from agents.base import OnPolicyAgent, load_optimizer_state
 from agents.normalization import Normalization
 from agents.ppo_networks import make_policy
 
@@ -35,7 +36,7 @@ def _on_for_continuous(value: bool | str, discrete: bool, key: str) -> bool:
     raise ValueError(f"agent.{key}={value!r}; accepted: true, false, auto")
 
 
-class PPOAgent:
+class PPOAgent(OnPolicyAgent):
     """Proximal Policy Optimization for vector state observations.
 
     Args:
@@ -76,7 +77,7 @@ class PPOAgent:
             and SB3; ``False``: PyTorch's default init of every layer.
     """
 
-    on_policy = True
+    lr_groups = ("encoder", "actor", "critic")  # named param groups of one Adam
     reports_kl = True  # update() returns the update's mean approx KL (the KL guard reads it)
 
     def __init__(
@@ -121,7 +122,8 @@ class PPOAgent:
         out_dim = int(np.prod(action_shape))
         self.net = make_policy(int(obs_shape[0]), out_dim, hidden_dim, dict(encoder))
         self.net.to(self.device)
-        self.recurrent = self.net.hidden_size > 0
+        self.hidden_size = self.net.hidden_size
+        self.recurrent = self.hidden_size > 0
         self.seq_len = int(bptt_len) if self.recurrent else 1
         if self.recurrent and num_steps % self.seq_len:
             raise ValueError(
@@ -153,11 +155,12 @@ class PPOAgent:
         actor_params = list(self.net.actor.parameters()) + (
             [self.log_std] if self.log_std is not None else []
         )
+        modules = {"encoder": self.net.encoder, "critic": self.net.critic}
         groups = [
-            {"name": "encoder", "params": list(self.net.encoder.parameters())},
-            {"name": "actor", "params": actor_params},
-            {"name": "critic", "params": list(self.net.critic.parameters())},
-        ]
+            {"name": name, "params": actor_params if name == "actor" else
+             list(modules[name].parameters())}
+            for name in self.lr_groups
+        ]  # fmt: skip
         self.params = [p for g in groups for p in g["params"]]
         # A tensor LR is written in place by the controller: the compiled step reads it as an
         # input instead of baking a constant in, so LR changes never recompile.
@@ -165,6 +168,7 @@ class PPOAgent:
             groups, lr=torch.tensor(float(lr)) if compile else float(lr), eps=1e-5,
             fused=not compile and self.device.type in ("cpu", "cuda"),
         )  # fmt: skip
+        self.optimizers = dict.fromkeys(self.lr_groups, self.optimizer)
         self._loss, self._optimizer_step = self._loss_impl, self.optimizer.step
         if compile:
             backend = compile if isinstance(compile, str) else "inductor"
@@ -394,7 +398,4 @@ class PPOAgent:
         if self.log_std is not None:
             with torch.no_grad():
                 self.log_std.copy_(state["log_std"])
-        lrs = [g["lr"] for g in self.optimizer.param_groups]
-        self.optimizer.load_state_dict(state["optimizer"])
-        for group, lr in zip(self.optimizer.param_groups, lrs, strict=True):
-            group["lr"] = lr  # the LR controller owns the LR (a tensor under compile)
+        load_optimizer_state(self.optimizer, state["optimizer"])

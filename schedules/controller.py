@@ -79,8 +79,11 @@ class LRController:
         *,
         group_key: str | None = None,
     ):
-        """``optimizers``: network -> its optimizer; or, with ``group_key``, one optimizer whose
-        param groups name their network in ``group[group_key]``."""
+        """``optimizers``: network -> the optimizer holding it (an agent's
+        ``agents.base.Agent.optimizers``). An optimizer named for several networks holds each
+        in the param groups whose ``group["name"]`` is the network's name. Or, with
+        ``group_key``, one optimizer whose param groups name their network in
+        ``group[group_key]``."""
         self._group_key = group_key
         if group_key is None:
             self._optimizers = dict(optimizers)
@@ -174,15 +177,25 @@ class LRController:
 
     def _groups(self) -> dict[str, list[dict]]:
         """network -> the param-group dicts its optimizer holds now."""
-        if self._group_key is None:
-            return {name: list(opt.param_groups) for name, opt in self._optimizers.items()}
+        key = self._group_key or "name"
+        owners: dict[int, list[str]] = {}
+        unique: dict[int, torch.optim.Optimizer] = {}
+        for name, opt in self._optimizers.items():
+            owners.setdefault(id(opt), []).append(name)
+            unique[id(opt)] = opt
         groups: dict[str, list[dict]] = {}
-        for i, group in enumerate(self._optimizers[""].param_groups):
-            if self._group_key not in group:
-                raise ScheduleError(
-                    "", f"param_groups[{i}] has no '{self._group_key}' to match a network"
-                )
-            groups.setdefault(group[self._group_key], []).append(group)
+        for ident, opt in unique.items():
+            if self._group_key is None and len(owners[ident]) == 1:
+                groups[owners[ident][0]] = list(opt.param_groups)  # the network's own optimizer
+                continue
+            for i, group in enumerate(opt.param_groups):
+                if key not in group:
+                    shared = f" (shared by {owners[ident]})" if self._group_key is None else ""
+                    raise ScheduleError(
+                        "", f"param_groups[{i}] of the optimizer{shared} has no '{key}' to "
+                        "match a network"
+                    )  # fmt: skip
+                groups.setdefault(group[key], []).append(group)
         return groups
 
     def _bind_groups(self) -> None:

@@ -12,7 +12,9 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from agents.drqv2 import NETWORKS, DrQV2Agent, StddevSchedule
+from agents.drqv2 import DrQV2Agent, StddevSchedule
+
+NETWORKS = DrQV2Agent.lr_groups
 from agents.networks import RandomShiftsAug, make_encoder
 from agents.replay_buffer import ReplayBuffer
 

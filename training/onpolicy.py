@@ -1,6 +1,6 @@
 """The on-policy loop (PPO): rollouts from vector envs, GAE, update, logging, checkpoints.
 
-`training.workspace.make_workspace` picks it for agents whose class sets ``on_policy = True``:
+`training.workspace.make_workspace` picks it for `agents.base.OnPolicyAgent` subclasses:
 
     python train_curriculum.py agent=ppo env=cartpole lr_schedule=warmup_cosine
 
@@ -86,22 +86,24 @@ class OnPolicyWorkspace(Workspace):
             action_shape=[int(act_space.n)] if discrete else list(act_space.shape),
             discrete=discrete,
         )
+        norm = a.normalization
+        self._normalization = norm if norm is not None and norm.enabled else None
         self.rollout = Rollout(
-            a.num_steps, self.num_envs, obs_space.shape[0], a.action_shape, a.net.hidden_size
+            a.num_steps, self.num_envs, obs_space.shape[0], a.action_shape, a.hidden_size
         )
 
     def components(self) -> dict:
         parts = super().components()
-        if self.agent.normalization.enabled:
-            parts["normalization"] = self.agent.normalization
+        if self._normalization is not None:
+            parts["normalization"] = self._normalization
         return parts
 
     def bookkeeping(self) -> dict:
         """Also the normalisation statistics: acting moves them, so a checkpoint of an earlier
         moment (a signal mid-rollout) must keep theirs of that moment too."""
         state = super().bookkeeping()
-        if self.agent.normalization.enabled:
-            state["normalization"] = self.agent.normalization.state_dict()
+        if self._normalization is not None:
+            state["normalization"] = self._normalization.state_dict()
         return state
 
     def _set_difficulty(self) -> None:

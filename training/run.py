@@ -57,22 +57,27 @@ def curriculum_stages(cfg: DictConfig) -> int:
 
 
 def compile_run_schedules(cfg: DictConfig) -> ScheduleSet:
-    """The one compile path shared by training, the preview and the tests."""
+    """The one compile path shared by training, the preview and the tests. The groups a
+    schedule may name are the agent's (`agents.base.Agent.groups_for`), read from its class:
+    nothing is built yet."""
+    from agents.base import agent_class
+
+    target = OmegaConf.select(cfg, "agent._target_")
+    try:
+        agent_cls = agent_class(target)
+    except (TypeError, ImportError, ValueError) as err:  # hydra wraps import errors
+        raise lr_scheduler.ScheduleError("agent._target_", str(err).splitlines()[0]) from None
     schedules = lr_scheduler.compile_schedules(
         cfg.lr_schedule, base_lr=cfg.lr, total_steps=total_steps(cfg), context=cfg,
-        num_stages=curriculum_stages(cfg),
+        num_stages=curriculum_stages(cfg), networks=agent_cls.groups_for(cfg.agent),
     )  # fmt: skip
-    if schedules.kl_guard is not None:
-        import hydra
-
-        agent_cls = hydra.utils.get_class(cfg.agent._target_)
-        if not getattr(agent_cls, "reports_kl", False):
-            raise lr_scheduler.ScheduleError(
-                "lr_schedule.kl_guard.enabled",
-                f"the KL guard reads the approximate KL of each update, which "
-                f"{agent_cls.__name__} does not compute; accepted: agent=ppo, or "
-                "lr_schedule.kl_guard.enabled=false",
-            )
+    if schedules.kl_guard is not None and not agent_cls.reports_kl:
+        raise lr_scheduler.ScheduleError(
+            "lr_schedule.kl_guard.enabled",
+            f"the KL guard reads the approximate KL of each update, which "
+            f"{agent_cls.__name__} does not compute; accepted: agent=ppo, or "
+            "lr_schedule.kl_guard.enabled=false",
+        )
     return schedules
 
 
@@ -329,11 +334,7 @@ class Workspace:
                 e.stage: e.global_step for e in self.curriculum.stage_history
                 if e.stage > 0 and e.global_step is not None
             })  # fmt: skip
-        optimizers = getattr(self.agent, "optimizers", None)
-        if optimizers is not None:  # one optimizer per network (DrQ-v2)
-            controller = lr_scheduler.LRController.for_optimizers(schedules, optimizers)
-        else:
-            controller = lr_scheduler.LRController.for_named_groups(schedules, self.agent.optimizer)
+        controller = lr_scheduler.LRController(schedules, self.agent.optimizers)
         saved = (state or {}).get("lr_schedule") or {}
         if controller.guard is not None and saved.get("kl_guard"):
             controller.guard.load_state_dict(saved["kl_guard"])
@@ -473,8 +474,7 @@ class Workspace:
         returns, successes = [], []
         for k in range(self.cfg.num_eval_episodes):
             obs, _ = self.eval_env.reset(seed=self.cfg.seed * 100_003 + step + k)
-            if hasattr(self.agent, "begin_episode"):  # recurrent policies drop their state
-                self.agent.begin_episode()
+            self.agent.begin_episode()  # a recurrent policy drops its state
             done, ep_return, info = False, 0.0, {}
             while not done:
                 with torch.no_grad():

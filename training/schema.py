@@ -8,8 +8,9 @@ fails at compose time. Import this module before calling ``hydra.compose``.
 from __future__ import annotations
 
 import hashlib
+import warnings
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Dict  # noqa: UP035
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
@@ -87,8 +88,17 @@ class KLGuardConfig:
     networks: Any = None  # networks whose LR is scaled (all)
 
 
+# Any other key of lr_schedule is a parameter group of the agent (`agents.base.Agent.lr_groups`:
+# a user's agent may have a `temperature`, a `world_model`, ...). The schedule compiler checks
+# its name against the agent's groups and its schedule like any other. A new key still needs
+# `+` on the command line, so a misspelt knob fails at compose time. (OmegaConf 2.3 spells "a
+# dataclass with extra keys" as a Dict subclass and warns that 2.4 deprecates it; pyproject
+# pins omegaconf below 2.4.)
+warnings.filterwarnings("ignore", message="Class `LRScheduleConfig` subclasses `Dict`")
+
+
 @dataclass
-class LRScheduleConfig:
+class LRScheduleConfig(Dict[str, Any]):  # noqa: UP006
     encoder: NetworkScheduleConfig | None = None  # null: the network keeps the base lr
     actor: NetworkScheduleConfig | None = None
     critic: NetworkScheduleConfig | None = None

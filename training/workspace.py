@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import hydra
 from omegaconf import DictConfig
 
 import training.schema  # noqa: F401  (registers the root schema before composition)
+from agents.base import agent_class
 from lr_scheduler import ScheduleSet
 from training.run import Workspace, compile_run_schedules
 
@@ -16,12 +16,10 @@ CONFIG_DIR = Path(__file__).resolve().parents[1] / "cfgs"
 
 
 def make_workspace(cfg: DictConfig, run_dir: Path, schedules: ScheduleSet) -> Workspace:
-    """The loop that fits the agent: agents whose class sets ``on_policy = True`` (PPO) collect
-    rollouts from vector envs (`training.onpolicy`); the others learn off-policy from replay
+    """The loop that fits the agent: `agents.base.OnPolicyAgent`s (PPO) collect rollouts from
+    vector envs (`training.onpolicy`); other agents learn off-policy from replay
     (`training.offpolicy`)."""
-    agent_cls = hydra.utils.get_class(cfg.agent._target_)
-    on_policy = getattr(agent_cls, "on_policy", False)
-    if on_policy:
+    if agent_class(cfg.agent._target_).on_policy:
         from training.onpolicy import OnPolicyWorkspace
 
         return OnPolicyWorkspace(cfg, run_dir, schedules)
