@@ -169,6 +169,8 @@ def train(cfg: DictConfig, run_dir: Path, schedules: ScheduleSet, fail) -> float
                     "resume.allow_schedule_change=true", 2)  # fmt: skip
     except ResumeRefused as err:
         return fail(f"resume refused: {err}", 2)
+    except ConfigError as err:  # found once the env exists (a curriculum on a plain env)
+        return fail(f"invalid config: {err}", 2)
     except Exception as err:
         log.exception("could not build the run")
         return fail(f"{type(err).__name__}: {err}", 1)

@@ -81,7 +81,7 @@ class Agent(abc.ABC):
         """Restore `state_dict` into this agent's existing modules and optimizers, in place
         (use `load_optimizer_state` for each optimizer)."""
 
-    def begin_episode(self) -> None:
+    def begin_episode(self) -> None:  # noqa: B027  (optional: most agents keep no state)
         """A new evaluation episode starts: a recurrent policy drops its state here."""
 
 
@@ -172,4 +172,3 @@ def load_optimizer_state(optimizer: torch.optim.Optimizer, state: Mapping[str, A
         if isinstance(lr, torch.Tensor):
             lr.fill_(float(group["lr"]))
             group["lr"] = lr
-

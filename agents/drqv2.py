@@ -22,7 +22,6 @@ import torch.nn.functional as F
 from agents.base import Agent, load_optimizer_state
 from agents.networks import Actor, Critic, RandomShiftsAug, make_encoder
 
-
 _LINEAR = re.compile(r"^\s*linear\(\s*([^,]+),\s*([^,]+),\s*([^,)]+)\)\s*$")
 
 

@@ -164,10 +164,12 @@ class PPOAgent(OnPolicyAgent):
         self.params = [p for g in groups for p in g["params"]]
         # A tensor LR is written in place by the controller: the compiled step reads it as an
         # input instead of baking a constant in, so LR changes never recompile.
-        self.optimizer = torch.optim.Adam(
-            groups, lr=torch.tensor(float(lr)) if compile else float(lr), eps=1e-5,
-            fused=not compile and self.device.type in ("cpu", "cuda"),
-        )  # fmt: skip
+        # Each group its own tensor: a default `lr=tensor` would be one tensor shared by all
+        # groups, and a schedule written into it for one network would move every network.
+        for group in groups:
+            group["lr"] = torch.tensor(float(lr)) if compile else float(lr)
+        fused = not compile and self.device.type in ("cpu", "cuda")
+        self.optimizer = torch.optim.Adam(groups, lr=float(lr), eps=1e-5, fused=fused)
         self.optimizers = dict.fromkeys(self.lr_groups, self.optimizer)
         self._loss, self._optimizer_step = self._loss_impl, self.optimizer.step
         if compile:

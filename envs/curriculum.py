@@ -4,7 +4,24 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Mapping, Sequence
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol, runtime_checkable
+
+
+@runtime_checkable
+class CurriculumEnv(Protocol):
+    """What an env must provide to be driven by a curriculum (``env.curriculum: true``).
+
+    - ``set_difficulty(**knobs)``: called with the knobs of the current stage of the
+      ``curriculum_preset`` (every key of the stage but ``name``), before the first episode and
+      at every stage change; the env applies them from its next ``reset``. Raise ``ValueError``
+      for a knob it does not know.
+    - ``info["success"]`` (a bool) in the ``info`` of an episode's last step: the curriculum
+      advances on the success rate of recent episodes. A missing flag counts as a failure.
+
+    The check is on ``env.unwrapped``, so wrappers need not forward the method.
+    """
+
+    def set_difficulty(self, **knobs: Any) -> None: ...
 
 
 class StageEntry(NamedTuple):

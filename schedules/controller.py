@@ -201,14 +201,27 @@ class LRController:
     def _bind_groups(self) -> None:
         """(Re)find the group dicts to write; the next :meth:`apply` writes every one."""
         groups = self._groups()
+        tensor_owner: dict[int, str] = {}
         for binding in self._bindings:
             binding.float_groups, binding.tensor_groups = [], []
             for name in binding.networks:
                 if not groups.get(name):
                     raise ScheduleError(f"lr_schedule.{name}", "network has no param groups")
                 for group in groups[name]:
-                    is_tensor = isinstance(group["lr"], torch.Tensor)
-                    (binding.tensor_groups if is_tensor else binding.float_groups).append(group)
+                    lr = group["lr"]
+                    if not isinstance(lr, torch.Tensor):
+                        binding.float_groups.append(group)
+                        continue
+                    other = tensor_owner.setdefault(id(lr), name)
+                    if other != name and binding.networks != groups_of(self._bindings, other):
+                        raise ScheduleError(
+                            f"lr_schedule.{name}",
+                            f"its param groups and {other}'s hold one and the same LR tensor "
+                            "(an optimizer built with lr=torch.tensor(...) shares it between "
+                            "all its groups), so their schedules cannot differ; give each group "
+                            "its own: {'params': ..., 'lr': torch.tensor(...)}",
+                        )
+                    binding.tensor_groups.append(group)
         self._current.clear()
         self._lo, self._hi = 0, -1
 
@@ -301,6 +314,11 @@ class LRController:
         if self.guard is not None and state and state.get("kl_guard"):
             self.guard.load_state_dict(state["kl_guard"])
         self._bind_groups()
+
+
+def groups_of(bindings: Sequence[_Binding], name: str) -> list[str]:
+    """The networks bound together with ``name`` (one schedule written once for all)."""
+    return next(b.networks for b in bindings if name in b.networks)
 
 
 def _segments(schedule: Schedule) -> list[_Segment]:

@@ -13,10 +13,10 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from agents.drqv2 import DrQV2Agent, StddevSchedule
-
-NETWORKS = DrQV2Agent.lr_groups
 from agents.networks import RandomShiftsAug, make_encoder
 from agents.replay_buffer import ReplayBuffer
+
+NETWORKS = DrQV2Agent.lr_groups
 
 torch.set_num_threads(1)
 

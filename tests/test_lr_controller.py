@@ -19,8 +19,10 @@ def sset(spec=SPEC, **kw):
 
 
 def three_optimizers(lr=3e-4):
+    """One Adam per network; a tensor ``lr`` is copied, so each holds its own."""
     nets = {n: torch.nn.Linear(2, 2) for n in L.NETWORKS}
-    return {n: torch.optim.Adam(m.parameters(), lr=lr) for n, m in nets.items()}
+    own = (lambda: lr.clone()) if isinstance(lr, torch.Tensor) else (lambda: lr)
+    return {n: torch.optim.Adam(m.parameters(), lr=own()) for n, m in nets.items()}
 
 
 def named_group_optimizer(lr=3e-4):

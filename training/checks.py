@@ -23,10 +23,13 @@ class ConfigError(ValueError):
 
 
 def _unknown_keys(cfg: DictConfig, schema: type, prefix: str = "") -> None:
-    """Keys the schema does not declare (``+key=value`` bypasses Hydra's own check)."""
+    """Keys the schema does not declare (``+key=value`` bypasses Hydra's own check). A schema
+    that takes extra keys (``lr_schedule``: the agent's groups) leaves them to its checker."""
     known = {f.name: f for f in fields(schema)}
     for key in cfg.keys():
         path = f"{prefix}{key}"
+        if key not in known and issubclass(schema, dict):
+            continue
         if key not in known:
             close = difflib.get_close_matches(str(key), list(known), n=1)
             hint = f" (did you mean '{close[0]}'?)" if close else ""

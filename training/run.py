@@ -211,6 +211,7 @@ class Workspace:
         if self.curriculum is not None:
             self.result.update(stage_entry_steps=[0], stage_entry_seconds=[0.0])
         self.build()
+        self._check_curriculum_env()
         self._probe_outputs()
         purge_step = self._restore(state) if state is not None else None
         self.lr = self._bind_lr(state)
@@ -233,6 +234,19 @@ class Workspace:
     def steps(self) -> Iterator[int]:
         """The training loop, a generator of global steps; see `train`."""
         raise NotImplementedError
+
+    def _check_curriculum_env(self) -> None:
+        from envs.curriculum import CurriculumEnv
+        from training.checks import ConfigError
+
+        env = self.eval_env.unwrapped
+        if self.curriculum is not None and not isinstance(env, CurriculumEnv):
+            raise ConfigError(
+                "env.curriculum",
+                f"{type(env).__name__} ({self.cfg.env.id}) has no set_difficulty(**knobs), "
+                "which a curriculum drives (envs.curriculum.CurriculumEnv); accepted: an env "
+                "that provides it, or env.curriculum=false",
+            )
 
     def components(self) -> dict[str, Any]:
         """What the checkpoint holds by ``state_dict()``, keyed by its checkpoint name."""
