@@ -74,11 +74,11 @@ def finished_run(tmp_path_factory, *args: str) -> Path:
     return run_dir
 
 
-def start_cli(*args: str, run_dir: Path) -> subprocess.Popen:
+def start_cli(*args: str, run_dir: Path, env: dict | None = None) -> subprocess.Popen:
     """Start train_curriculum.py in the background (to signal it); output piped."""
     cmd = [sys.executable, str(ROOT / "train_curriculum.py"), *args, f"hydra.run.dir={run_dir}"]
     return subprocess.Popen(
-        cmd, cwd=ROOT, env=_env(None), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        cmd, cwd=ROOT, env=_env(env), stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )
 
 
@@ -136,16 +136,18 @@ def wait_for_checkpoint_step(run_dir: Path, at_least: int, proc, timeout=120) ->
     raise TimeoutError("no checkpoint")
 
 
-def kill_then_rerun(*args: str, run_dir: Path, at_step: int) -> tuple[int, Any]:
+def kill_then_rerun(
+    *args: str, run_dir: Path, at_step: int, env: dict | None = None
+) -> tuple[int, Any]:
     """SIGKILL a run once it has checkpointed ``at_step``, then re-run it in the same dir (the
     re-run must resume and finish). Returns the checkpoint the re-run started from, and the
     re-run."""
-    proc = start_cli(*args, run_dir=run_dir)
+    proc = start_cli(*args, run_dir=run_dir, env=env)
     wait_for_checkpoint_step(run_dir, at_step, proc)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     at_kill = latest(run_dir)
-    resumed = run_cli(*args, run_dir=run_dir)
+    resumed = run_cli(*args, run_dir=run_dir, env=env)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resuming from" in (run_dir / "train_curriculum.log").read_text()
     return at_kill, resumed
