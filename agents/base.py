@@ -151,8 +151,8 @@ def agent_class(target: str) -> type[Agent]:
     cls = hydra.utils.get_class(target)
     if not (isinstance(cls, type) and issubclass(cls, Agent)):
         raise TypeError(
-            f"agent._target_={target}: {getattr(cls, '__name__', cls)} is not an agents.base."
-            "Agent (or OnPolicyAgent) subclass; see docs/BRING_YOUR_OWN.md"
+            f"{target} ({getattr(cls, '__name__', cls)}) is not an agents.base.Agent (or "
+            "OnPolicyAgent) subclass; see docs/BRING_YOUR_OWN.md"
         )
     return cls
 

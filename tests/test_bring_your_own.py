@@ -79,3 +79,15 @@ def test_a_preset_naming_a_group_the_agent_lacks_exits_2_with_the_agents_groups(
     assert "lr_schedule.temperature" in done.stderr
     assert "accepted: encoder, actor, critic" in done.stderr
     assert not (tmp_path / "checkpoints").exists()
+
+
+@pytest.mark.parametrize("target,words", [
+    ("envs.gimbal.GimbalEnv", "is not an agents.base.Agent"),
+    ("my_pkg.missing.Agent", "cannot import my_pkg.missing.Agent ("),
+])  # fmt: skip
+def test_an_agent_target_outside_the_contract_exits_2_naming_the_key(tmp_path, target, words):
+    done = run_cli(f"agent._target_={target}", run_dir=tmp_path, env=USER)
+    assert done.returncode == 2
+    assert f"agent._target_: {target}" in done.stderr or "agent._target_: cannot" in done.stderr
+    assert words in done.stderr
+    assert not (tmp_path / "checkpoints").exists()

@@ -42,6 +42,29 @@ def _unknown_keys(cfg: DictConfig, schema: type, prefix: str = "") -> None:
             _unknown_keys(cfg[key], type(sub), prefix=f"{path}.")
 
 
+def _agent(cfg: DictConfig) -> None:
+    """``agent._target_`` imports and names an `agents.base.Agent` (the contract the loops use)."""
+    from agents.base import agent_class
+
+    target = cfg.agent.get("_target_") if isinstance(cfg.agent, DictConfig) else None
+    if not target:
+        raise ConfigError("agent._target_", "missing; accepted: agent=drqv2, agent=ppo, or a "
+                          "config naming your agents.base.Agent subclass")  # fmt: skip
+    try:
+        agent_class(target)
+    except TypeError as err:
+        raise ConfigError("agent._target_", str(err)) from None
+    except Exception as err:  # hydra's get_class wraps the import error
+        cause = err.__cause__ or err.__context__ or err
+        while (cause.__cause__ or cause.__context__) is not None:  # the import's own error
+            cause = cause.__cause__ or cause.__context__
+        raise ConfigError(
+            "agent._target_",
+            f"cannot import {target} ({type(cause).__name__}: {cause}); is "
+            "its package installed or on PYTHONPATH?",
+        ) from None
+
+
 def _at_least(cfg: DictConfig, path: str, low: int, what: str) -> None:
     node: Any = cfg
     for part in path.split("."):
@@ -53,6 +76,7 @@ def _at_least(cfg: DictConfig, path: str, low: int, what: str) -> None:
 def check_run_config(cfg: DictConfig) -> None:
     """Raise `ConfigError` for the first run knob that cannot give a meaningful run."""
     _unknown_keys(cfg, TrainConfig)
+    _agent(cfg)
     _at_least(cfg, "action_repeat", 1, "env frames per agent action")
     _at_least(cfg, "num_train_frames", int(cfg.action_repeat),
               f"at least one agent step of action_repeat={cfg.action_repeat} frames")  # fmt: skip

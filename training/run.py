@@ -62,11 +62,7 @@ def compile_run_schedules(cfg: DictConfig) -> ScheduleSet:
     nothing is built yet."""
     from agents.base import agent_class
 
-    target = OmegaConf.select(cfg, "agent._target_")
-    try:
-        agent_cls = agent_class(target)
-    except (TypeError, ImportError, ValueError) as err:  # hydra wraps import errors
-        raise lr_scheduler.ScheduleError("agent._target_", str(err).splitlines()[0]) from None
+    agent_cls = agent_class(cfg.agent._target_)  # the CLI checked it (training.checks)
     schedules = lr_scheduler.compile_schedules(
         cfg.lr_schedule, base_lr=cfg.lr, total_steps=total_steps(cfg), context=cfg,
         num_stages=curriculum_stages(cfg), networks=agent_cls.groups_for(cfg.agent),
