@@ -281,6 +281,11 @@ def test_a_loaded_model_refuses_a_different_schedule_unless_allowed(tmp_path):
     assert len(loaded.policy.optimizer.param_groups) == 1
     scheduled = attach_schedules(loaded, "gentle_decay", total_timesteps=1000, allow_change=True)
     assert scheduled.lrs() == {"encoder": 3e-4, "actor": 3e-4, "critic": 3e-4}
+    # SB3's set_parameters loads the file's one-group layout into the attached groups.
+    loaded.set_parameters(str(tmp_path / "ppo.zip"), device="cpu")
+    groups = loaded.policy.optimizer.param_groups
+    assert [g["name"] for g in groups] == ["encoder", "actor", "critic"]
+    assert scheduled.apply() == {"encoder": 3e-4, "actor": 3e-4, "critic": 3e-4}
 
 
 def test_detach_gives_back_sb3s_single_lr():
