@@ -169,6 +169,7 @@ class SB3Schedules:
         order (optimizer state kept), SB3's own ``_update_learning_rate``."""
         for split in self._split:
             split.merge()
+        self._split, self._controllers = [], []  # freed: their load hooks stop acting
         for name in ("_update_learning_rate", "_excluded_save_params", _STATE_ATTR):
             self.model.__dict__.pop(name, None)
 

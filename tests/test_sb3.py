@@ -291,7 +291,9 @@ def test_a_loaded_model_refuses_a_different_schedule_unless_allowed(tmp_path):
 def test_detach_gives_back_sb3s_single_lr():
     model = make_ppo()
     order = list(model.policy.optimizer.param_groups[0]["params"])
-    attach_schedules(model, "differential", total_timesteps=1000).detach()
+    scheduled = attach_schedules(model, "differential", total_timesteps=1000)
+    scheduled.detach()
+    model.set_parameters(model.get_parameters())  # no hook of the schedules is left to act
     groups = model.policy.optimizer.param_groups
     assert len(groups) == 1 and groups[0]["params"] == order
     model.set_logger(Logger(None, []))
