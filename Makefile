@@ -11,7 +11,7 @@ setup: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e ".[dev,launchers,optuna,mujoco,dmc]"
+	$(BIN)/pip install --quiet -e ".[dev,launchers,optuna,mujoco,dmc,sb3]"
 	touch $@
 
 train: setup  ## a real training run on the default env (state gimbal, DrQ-v2, constant LR)
