@@ -17,9 +17,11 @@ FAST_CURRICULUM = ["curriculum.min_episodes=1", "curriculum.window=1"]
 
 
 def optimizers(agent) -> dict:
-    if hasattr(agent, "optimizers"):
-        return dict(agent.optimizers)
-    return {"all": agent.optimizer}
+    """label -> optimizer, each optimizer once (PPO's three groups share one)."""
+    unique: dict[int, tuple[str, object]] = {}
+    for name, opt in agent.optimizers.items():
+        unique.setdefault(id(opt), (name, opt))
+    return dict(unique.values())
 
 
 def record_updates(ws) -> list[tuple]:
