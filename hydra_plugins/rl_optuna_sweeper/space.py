@@ -31,28 +31,27 @@ def split(
     params: Mapping[str, Any], arguments: list[str]
 ) -> tuple[dict[str, Any], list[str], dict[str, str]]:
     """(key -> distribution, the fixed overrides, key -> where it was given) from the sweeper's
-    ``params`` and the command line's overrides; a command-line value replaces the config's."""
-    given = {str(k): f"{k}={v}" for k, v in (params or {}).items()}
-    where = {k: f"hydra.sweeper.params.{k}" for k in given}
+    ``params`` and the command line's overrides; a command-line value replaces the config's (a
+    plain one fixes the key for every trial)."""
+    searched: dict[str, tuple[Override, str]] = {}
     fixed: list[str] = []
+    for override in parse_overrides([f"{k}={v}" for k, v in (params or {}).items()]):
+        key = override.get_key_element()
+        where = f"hydra.sweeper.params.{key}"
+        if override.is_sweep_override():
+            searched[key] = (override, where)
+        else:
+            fixed.append(f"{key}={override.get_value_element_as_str()}")
     for override in parse_overrides(list(arguments)):
         key = override.get_key_element()
-        text = f"{key}={override.get_value_element_as_str()}"
         if override.is_sweep_override():
-            given[key] = text
-            where[key] = f"the command line's {key}"
+            searched[key] = (override, f"the command line's {key}")
         else:
-            fixed.append(text)
-            if given.pop(key, None) is not None:  # a plain value fixes a searched key
-                where.pop(key)
-    space = {}
-    for override in parse_overrides(list(given.values())):
-        key = override.get_key_element()
-        if not override.is_sweep_override():
+            searched.pop(key, None)
+            fixed = [f for f in fixed if f.split("=", 1)[0] != key]
             fixed.append(f"{key}={override.get_value_element_as_str()}")
-            continue
-        space[key] = distribution(override, where[key])
-    return space, fixed, where
+    space = {key: distribution(o, where) for key, (o, where) in searched.items()}
+    return space, fixed, {key: where for key, (_, where) in searched.items()}
 
 
 def distribution(override: Override, where: str):

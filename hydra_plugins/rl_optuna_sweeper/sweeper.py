@@ -16,6 +16,7 @@ import logging
 import math
 import os
 import socket
+import sys
 import threading
 import time
 from pathlib import Path
@@ -230,6 +231,14 @@ class RLOptunaSweeper(Sweeper):
     # ------------------------------------------------------------------ the sweep
 
     def sweep(self, arguments: list[str]) -> None:
+        """Run the search; a setting that cannot work exits 2 with one line naming its key."""
+        try:
+            self._search(arguments)
+        except studies.SearchError as err:
+            print(f"error: {err}", file=sys.stderr)
+            sys.exit(2)
+
+    def _search(self, arguments: list[str]) -> None:
         from optuna.trial import TrialState
 
         from hydra_plugins.rl_optuna_sweeper.space import as_override, grid, split, suggest
