@@ -230,6 +230,6 @@ def test_hparams_search_runs_without_m_and_its_winner_exports_as_a_preset(tmp_pa
     # Trained with its default lr, the preset gives the LRs the trial's job used, step by step.
     trial_run = job(sweep_dir, "lr_and_schedule", searched.number, 0)
     for network in ("actor", "critic", "encoder"):
-        ours, theirs = scalars(tmp_path / "run", f"lr_{network}"), scalars(trial_run, f"lr_{network}")
-        assert len(ours) > 3 and ours == pytest.approx(theirs)
+        ours = dict(scalars(tmp_path / "run", f"lr_{network}"))
+        assert len(ours) > 3 and ours == pytest.approx(dict(scalars(trial_run, f"lr_{network}")))
     assert json.loads((trial_run / "result.json").read_text())["status"] == "completed"
