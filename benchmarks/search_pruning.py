@@ -67,8 +67,10 @@ def main() -> None:
                   f"{r['wall']:.1f} s wall, best final_eval_return {r['best']:.1f}; other "
                   f"processes used {r['others']:.2f} cores", flush=True)  # fmt: skip
     ratio = results["none"]["wall"] / results["median"]["wall"]
-    print(f"pruning: {ratio:.2f}x faster ({results['none']['wall']:.1f} s -> "
-          f"{results['median']['wall']:.1f} s) for {args.trials} trials of {args.frames} frames")
+    print(
+        f"pruning: {ratio:.2f}x faster ({results['none']['wall']:.1f} s -> "
+        f"{results['median']['wall']:.1f} s) for {args.trials} trials of {args.frames} frames"
+    )
 
 
 if __name__ == "__main__":

@@ -38,6 +38,7 @@ from sweeps import study as studies
 ROOT = Path(__file__).resolve().parents[1]
 PRESET_DIR = ROOT / "cfgs" / "lr_schedule"
 SCHEDULE_KEYS = ("lr", "lr_schedule")  # overrides that belong to the preset
+SEARCH_KEYS = ("hparams_search",)  # overrides that started the search, not part of a run
 BASE_LR = re.compile(r"^\$\{base_lr:([^}]*)\}$")
 
 
@@ -52,6 +53,13 @@ def _key(override: str) -> str:
 def is_schedule_override(override: str) -> bool:
     key = _key(override)
     return key in SCHEDULE_KEYS or key.startswith("lr_schedule.")
+
+
+def run_overrides(trial) -> list[str]:
+    """The trial's overrides that make its run what it is, beside the schedule: what a run of
+    the preset must be given to be comparable (``hparams_search=`` would start a search)."""
+    return [o for o in trial.user_attrs.get(studies.OVERRIDES, [])
+            if not is_schedule_override(o) and _key(o) not in SEARCH_KEYS]  # fmt: skip
 
 
 def pick_trial(study, number: int | None):
@@ -119,8 +127,10 @@ def preset_body(trial_cfg, reference_lr: float, absolute: bool) -> dict[str, Any
 
 def header(facts, trial, name: str, absolute: bool, others: list[str]) -> str:
     mean, std, per_seed = studies.seed_stats(trial)
-    seeds = ", ".join(f"{v:.4g}" if k == "None" else f"seed {k}: {v:.4g}"  # None: cfg seed
-                      for k, v in per_seed.items())
+    seeds = ", ".join(
+        f"{v:.4g}" if k == "None" else f"seed {k}: {v:.4g}"  # None: cfg seed
+        for k, v in per_seed.items()
+    )
     lines = [
         "# @package _global_",
         f"# {name}: exported by `python -m sweeps.export` from an Optuna search.",
@@ -128,9 +138,13 @@ def header(facts, trial, name: str, absolute: bool, others: list[str]) -> str:
         f"#   trial {trial.number}: {' '.join(trial.user_attrs.get(studies.OVERRIDES, []))}",
         f"#   {facts['objective']} = {trial.value:.6g} (mean over seeds; std "
         f"{(std or 0.0):.4g}; per seed {seeds or '-'})",
-        "#   values are " + ("absolute (this trial's numbers)" if absolute else
-                             "relative to lr (${base_lr:x}) and to the run length, as the "
-                             "source preset spells them"),  # fmt: skip
+        "#   values are "
+        + (
+            "absolute (this trial's numbers)"
+            if absolute
+            else "relative to lr (${base_lr:x}) and to the run length, as the "
+            "source preset spells them"
+        ),  # fmt: skip
     ]
     if others:
         lines.append("#   not part of this preset (pass them too to reproduce the trial): "
@@ -161,8 +175,15 @@ def same_schedules(a, b, steps: int) -> str | None:
     return None
 
 
-def export(sweep_dir: Path, name: str, *, trial_number: int | None = None,
-           folder: Path | None = None, absolute: bool = False, force: bool = False) -> Path:  # fmt: skip
+def export(
+    sweep_dir: Path,
+    name: str,
+    *,
+    trial_number: int | None = None,
+    folder: Path | None = None,
+    absolute: bool = False,
+    force: bool = False,
+) -> Path:
     """Write, validate and return the preset file of the chosen trial."""
     from training.run import compile_run_schedules, total_steps
 
@@ -170,20 +191,22 @@ def export(sweep_dir: Path, name: str, *, trial_number: int | None = None,
         raise ExportError(f"--name {name!r}: use letters, digits, _ . - (a file name)")
     study, facts = studies.load_study(sweep_dir)
     trial = pick_trial(study, trial_number)
-    overrides = list(trial.user_attrs.get(studies.OVERRIDES, []))
-    run_overrides = [o for o in overrides if not is_schedule_override(o)]
+    overrides = [
+        o for o in trial.user_attrs.get(studies.OVERRIDES, []) if _key(o) not in SEARCH_KEYS
+    ]
+    runs = run_overrides(trial)
     trial_cfg = compose(overrides, None)
-    reference_lr = float(compose(run_overrides, None).lr)
+    reference_lr = float(compose(runs, None).lr)
     target = (folder / "lr_schedule" if folder is not None else PRESET_DIR) / f"{name}.yaml"
     if target.exists() and not force:
         raise ExportError(f"{target} exists: pick another --name, or pass --force to replace it")
-    searched = [o for o in run_overrides if _key(o) in trial.params]
+    searched = [o for o in runs if _key(o) in trial.params]
     body = {"lr_schedule": preset_body(trial_cfg, reference_lr, absolute)}
     text = header(facts, trial, name, absolute, searched) + yaml.safe_dump(body, sort_keys=False)
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(text)
     try:
-        preset_cfg = compose([*run_overrides, f"lr_schedule={name}"], folder)
+        preset_cfg = compose([*runs, f"lr_schedule={name}"], folder)
         problem = same_schedules(
             compile_run_schedules(trial_cfg), compile_run_schedules(preset_cfg),
             total_steps(trial_cfg),
@@ -207,13 +230,11 @@ def recheck(sweep_dir: Path, name: str, count: int, folder: Path | None,
 
     study, facts = studies.load_study(sweep_dir)
     trial = pick_trial(study, None)
-    run_overrides = [o for o in trial.user_attrs.get(studies.OVERRIDES, [])
-                     if not is_schedule_override(o)]  # fmt: skip
     used = [s for s in (facts.get("seeds") or []) if s is not None] or [0]
     seeds = list(range(max(used) + 1, max(used) + 1 + count))
     out = sweep_dir / f"recheck_{name}"
     cmd = [sys.executable, str(ROOT / "train_curriculum.py"), "-m", f"lr_schedule={name}",
-           "seed=" + ",".join(map(str, seeds)), *run_overrides, f"hydra.sweep.dir={out}",
+           "seed=" + ",".join(map(str, seeds)), *run_overrides(trial), f"hydra.sweep.dir={out}",
            *extra]  # fmt: skip
     if folder is not None:
         cmd.append(f"hydra.searchpath=[file://{folder.resolve()}]")
@@ -271,8 +292,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dir", type=Path, help="a hydra.searchpath folder (default: cfgs/)")
     parser.add_argument("--absolute", action="store_true", help="numbers, not relative to lr")
     parser.add_argument("--force", action="store_true", help="replace an existing preset")
-    parser.add_argument("--recheck", type=int, default=0, metavar="N",
-                        help="train the preset on N fresh seeds, compare with the baseline")  # fmt: skip
+    parser.add_argument(
+        "--recheck", type=int, default=0, metavar="N",
+        help="train the preset on N fresh seeds, compare with the baseline",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     try:
         path = export(args.sweep_dir, args.name, trial_number=args.trial, folder=args.dir,

@@ -41,9 +41,7 @@ class TrialReporter:
             raise studies.SearchError(
                 f"search.study={study_name!r}: no such study in {storage_url}"
             ) from None
-        self.trial_id = self.storage.get_trial_id_from_study_id_trial_number(
-            study_id, trial_number
-        )
+        self.trial_id = self.storage.get_trial_id_from_study_id_trial_number(study_id, trial_number)
         trial = self.storage.get_trial(self.trial_id)
         seeds = trial.system_attrs.get(studies.SEEDS) or [None]
         self.num_seeds = len(seeds)

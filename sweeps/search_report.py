@@ -68,7 +68,8 @@ def markdown(rows: list[dict[str, Any]], facts: dict[str, Any]) -> str:
         "",
         f"Objective: {facts['direction']} `{facts['objective']}`, the mean over each trial's "
         f"seeds ({'the config seed' if seeds == [None] else seeds}). "
-        + ", ".join(f"{n} {state.lower()}" for state, n in sorted(counts.items())) + ".",
+        + ", ".join(f"{n} {state.lower()}" for state, n in sorted(counts.items()))
+        + ".",
         "",
         "Pictures: `optimization_history.png`, `param_importance.png`.",
         "",

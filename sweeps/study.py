@@ -117,8 +117,7 @@ def make_pruner(spec: dict[str, Any]):
             reduction_factor=int(spec["reduction_factor"]),
         )
     raise SearchError(
-        f"hydra.sweeper.pruner.name={name!r}: accepted: none, median, successive_halving, "
-        "hyperband"
+        f"hydra.sweeper.pruner.name={name!r}: accepted: none, median, successive_halving, hyperband"
     )
 
 
@@ -143,7 +142,9 @@ def load_study(sweep_dir: Path):
     if facts is None:
         raise SearchError(f"{sweep_dir} has no {STUDY_FILE}: not the sweep dir of a search")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.load_study(study_name=facts["study_name"], storage=open_storage(facts["storage"]))
+    study = optuna.load_study(
+        study_name=facts["study_name"], storage=open_storage(facts["storage"])
+    )
     return study, facts
 
 

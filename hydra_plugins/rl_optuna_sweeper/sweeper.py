@@ -264,8 +264,9 @@ class RLOptunaSweeper(Sweeper):
                 trial = retry.pop(0)
                 count = int(trial.system_attrs.get(studies.RETRIES, 0))
                 if count >= int(s.max_retries):
-                    storage.set_trial_user_attr(trial._trial_id, "error",
-                                                f"interrupted {count + 1} times (max_retries)")
+                    storage.set_trial_user_attr(
+                        trial._trial_id, "error", f"interrupted {count + 1} times (max_retries)"
+                    )
                     study.tell(trial.number, state=TrialState.FAIL)  # fmt: skip
                     continue
                 storage.set_trial_system_attr(trial._trial_id, studies.RETRIES, count + 1)
