@@ -32,6 +32,7 @@ from lr_scheduler import ScheduleError, ScheduleSet
 from training.checks import ConfigError, check_run_config
 from training.run import (
     Preempted,
+    Pruned,
     ResumeRefused,
     compile_run_schedules,
     total_steps,
@@ -191,6 +192,13 @@ def train(cfg: DictConfig, run_dir: Path, schedules: ScheduleSet, fail) -> float
         if handler is not None:  # the launcher's own stop, e.g. submitit's: requeue and exit
             handler(stop.signum, None)
         sys.exit(128 + stop.signum)
+    except Pruned as stop:  # search (issue 22): the study's pruner ended this trial; not a failure
+        log.info("%s by the search's pruner: checkpoint written in %s", stop, run_dir)
+        summary = {**workspace.summary(), "status": "pruned", "error": None,
+                   "pruned_at_step": stop.step}  # fmt: skip
+        write_result(run_dir, summary)
+        write_hparams(run_dir / "tb", {**job_hparams(cfg), "status": "pruned"}, summary)
+        return float(summary["final_eval_return"])
     except Exception as err:
         log.exception("training failed at step %d", workspace.global_step)
         summary = workspace.summary()

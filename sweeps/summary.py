@@ -27,6 +27,8 @@ import yaml
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from sweeps.study import STUDY_FILE
+
 COLUMNS = [
     "rank", "job", "overrides", "status", "final_eval_return", "best_eval_return", "stage",
     "final_stage_step", "stage_entries", "kl_scaled", "kl_min_scale", "global_step",
@@ -70,14 +72,19 @@ def load_jobs(sweep_dir: Path) -> list[dict[str, Any]]:
     return rows
 
 
+# Jobs that ended as they should: a search's pruner stopping a trial is not a failure.
+ENDED = ("completed", "pruned")
+
+
 def rank(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Completed jobs by final eval return, then stage reached (best first); the others
-    (failed, preempted, missing) last."""
+    """Completed jobs by final eval return, then stage reached (best first); then the jobs a
+    search pruned (the same order); the others (failed, preempted, missing) last."""
 
     def key(row):
         final = row.get("final_eval_return")
-        ok = row["status"] == "completed" and final is not None and math.isfinite(final)
-        return (not ok, -(final if ok else 0.0), -(row.get("stage_reached") or 0), row["job"])
+        ok = row["status"] in ENDED and final is not None and math.isfinite(final)
+        group = ENDED.index(row["status"]) if ok else len(ENDED)
+        return (group, -(final if ok else 0.0), -(row.get("stage_reached") or 0), row["job"])
 
     ranked = sorted(rows, key=key)
     for position, row in enumerate(ranked, 1):
@@ -110,14 +117,16 @@ def write_csv(rows: list[dict[str, Any]], path: Path) -> None:
 
 def write_markdown(rows: list[dict[str, Any]], common: list[str], path: Path) -> None:
     best = rows[0] if rows and rows[0]["status"] == "completed" else None
-    failed = [r for r in rows if r["status"] != "completed"]
+    failed = [r for r in rows if r["status"] not in ENDED]
+    pruned = sum(r["status"] == "pruned" for r in rows)
     paragraphs = [
         f"# Sweep summary: {path.parent}",
         f"**Winner: job {best['job']} ({best['overrides']})**, final eval return "
         f"{_cell(best['final_eval_return'])}, stage {best['stage'] or '-'}."
         if best
         else "**No job completed.**",
-        f"{len(rows) - len(failed)} of {len(rows)} jobs completed.",
+        f"{len(rows) - len(failed) - pruned} of {len(rows)} jobs completed"
+        + (f", {pruned} pruned by the search." if pruned else "."),
     ]
     if common:
         paragraphs.append(f"Common to every job: `{' '.join(common)}`")
@@ -154,7 +163,7 @@ def plot(rows: list[dict[str, Any]], sweep_dir: Path, path: Path) -> None:
     for row in rows:
         tb = sweep_dir / row["run_dir"] / "tb"
         label = f"{row['job']}: {row['overrides']}"[:60]
-        style = "-" if row["status"] == "completed" else ":"
+        style = "-" if row["status"] in ENDED else ":"
         lr = _curve(tb, ["lr_actor"])
         if lr:
             ax_lr.plot(lr[1], lr[2], style, label=label)
@@ -180,12 +189,16 @@ def summarize(sweep_dir: Path) -> list[dict[str, Any]]:
     write_csv(rows, sweep_dir / "summary.csv")
     write_markdown(rows, common, sweep_dir / "summary.md")
     plot(rows, sweep_dir, sweep_dir / "summary.png")
+    if (sweep_dir / STUDY_FILE).exists():  # an Optuna search: its trials, ranked by seed mean
+        from sweeps.search_report import write_search_report
+
+        write_search_report(sweep_dir)
     return rows
 
 
 def report(rows: list[dict[str, Any]], sweep_dir: Path) -> int:
     """Print where the summary is and what failed; the exit status for the command."""
-    failed = [r for r in rows if r["status"] != "completed"]
+    failed = [r for r in rows if r["status"] not in ENDED]
     print(f"sweep summary: {sweep_dir / 'summary.md'}")
     for row in failed:
         print(f"error: job {row['job']} ({row['overrides']}) {row['status']}: "

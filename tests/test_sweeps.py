@@ -323,20 +323,3 @@ def test_slurm_launcher_writes_the_batch_script_and_runs_without_a_cluster(tmp_p
     rows = summary_rows(tmp_path / "sweep")
     assert sorted(r["job"] for r in rows) == ["0", "1", "2"]
     assert all(r["status"] == "completed" for r in rows)
-
-
-def test_optuna_search_finds_the_best_trial_and_the_summary_agrees(tmp_path):
-    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper", reason='pip install -e ".[optuna]"')
-    import optuna
-
-    storage = f"sqlite:///{tmp_path / 'lr_search.db'}"  # the documented way to keep a study
-    proc = sweep("hydra/sweeper=lr_search", "hydra.sweeper.n_trials=3", "hydra.sweeper.n_jobs=3",
-                 f"hydra.sweeper.storage={storage}", sweep_dir=tmp_path)  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    best = yaml.safe_load((tmp_path / "optimization_results.yaml").read_text())
-    assert set(best["best_params"]) == {"lr", "lr_schedule", "lr_schedule.warmup_frac"}
-    winner = summary_rows(tmp_path)[0]
-    assert float(winner["final_eval_return"]) == pytest.approx(best["best_value"])
-    assert f"lr_schedule={best['best_params']['lr_schedule']}" in winner["overrides"]
-    study = optuna.load_study(study_name="lr_search", storage=storage)  # it can be continued
-    assert len(study.trials) == 3 and study.best_value == pytest.approx(best["best_value"])

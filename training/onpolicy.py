@@ -71,6 +71,8 @@ class Rollout:
 class OnPolicyWorkspace(Workspace):
     """An on-policy run: vector envs, an eval env, the agent and its rollout storage."""
 
+    evaluates_at_resume_step = False  # it evaluates after the update that reaches a step
+
     def build(self) -> None:
         from envs.factory import make_env, make_vector_env
 

@@ -149,6 +149,15 @@ class Preempted(Exception):
         self.signum = signum
 
 
+class Pruned(Exception):
+    """The search's pruner stopped this trial at an evaluation (issue 22); a checkpoint of that
+    step has been written, so the run can still be continued by hand."""
+
+    def __init__(self, step: int):
+        super().__init__(f"pruned at step {step}")
+        self.step = step
+
+
 class Diverged(FloatingPointError):
     """A loss became NaN or infinite: the run cannot recover, so it stops as failed."""
 
@@ -183,6 +192,11 @@ class Workspace:
     `build` (envs, ``self.agent``, storage) and `steps` (the loop, a generator of global steps),
     and extend `components` with what else they checkpoint.
     """
+
+    # Whether the loop evaluates at the step it resumes from (the off-policy loop evaluates at
+    # the top of a step; the on-policy loop after the update that reaches it): the step a
+    # checkpoint written during an evaluation purges TensorBoard from.
+    evaluates_at_resume_step = True
 
     def __init__(self, cfg: DictConfig, run_dir: Path, schedules: ScheduleSet):
         self.cfg = cfg
@@ -220,6 +234,12 @@ class Workspace:
         self._signal: int | None = None
         self.launcher_handlers: dict[int, Any] = {}  # signal -> the launcher's handler of it
         self._t0 = time.time() - self.result.get("wall_time_s", 0.0)
+        # ---- search (issue 22): a search job's link to its Optuna trial; None otherwise
+        self.trial = None
+        if OmegaConf.select(cfg, "search.storage") is not None:
+            from sweeps.pruning import TrialReporter
+
+            self.trial = TrialReporter.from_config(cfg)
 
     # ----------------------------------------------------------------------- per loop
 
@@ -500,6 +520,12 @@ class Workspace:
         best = self.result.get("best_eval_return")
         self.result["best_eval_return"] = mean if best is None else max(best, mean)
         self.result["final_eval_return"] = mean
+        # ---- search (issue 22): report to the trial; its pruner may end the run here. Not at
+        # step 0 (every trial is an untrained policy then) nor at the end (the trial is done).
+        if self.trial is not None and 0 < step < self.total_steps and self.trial.report(step, mean):
+            purge = step if self.evaluates_at_resume_step else step + 1
+            self.save(self.checkpoint_state(purge_from=purge))
+            raise Pruned(step)
         return mean
 
     def end_episode(self, step: int, ep_return: float, info: Mapping[str, Any]) -> None:

@@ -130,6 +130,16 @@ class ResumeConfig:
 
 
 @dataclass
+class SearchConfig:
+    # Issue 22. Set by the Optuna sweeper (hydra/sweeper=rl_optuna, hparams_search=...) on each
+    # job it launches; null storage: not a search job. The job reports its eval returns to this
+    # trial, and stops as `pruned` when the study's pruner says so (sweeps/pruning.py).
+    storage: str | None = None  # the study's storage: sqlite:///..., journal:PATH, an RDB URL
+    study: str | None = None  # the study's name in that storage
+    trial: int | None = None  # the Optuna trial number this job is one seed of
+
+
+@dataclass
 class TrainConfig:
     agent: Any = None  # agent group: constructor args (``_target_``) of the agent
     env: Any = None  # env group: gymnasium id, kwargs, observation kind
@@ -152,6 +162,7 @@ class TrainConfig:
     progress: str = "auto"  # auto (bar on a terminal, log lines otherwise), bar or lines
     replay: ReplayConfig = field(default_factory=ReplayConfig)
     resume: ResumeConfig = field(default_factory=ResumeConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)  # set by the Optuna sweeper
 
 
 ConfigStore.instance().store(name="train_schema", node=TrainConfig)
