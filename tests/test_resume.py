@@ -175,3 +175,18 @@ def test_checkpoint_without_schedule_state_still_loads_and_continues(tmp_path):
     after = latest(tmp_path)
     assert after["global_step"] == 3000 and after["episode"] > state["episode"]
     assert optimizer_lrs(after) == pytest.approx(schedule_lrs(longer, 3000), rel=1e-9)
+
+
+def test_a_checkpoint_of_a_newer_format_is_refused_by_name_and_left_as_it_is(tmp_path):
+    args = [*TINY, "num_train_frames=1000"]
+    assert run_cli(*args, run_dir=tmp_path).returncode == 0
+    path = tmp_path / "checkpoints" / "latest.pt"
+    state = checkpoint.load(path)
+    state["format"] = checkpoint.FORMAT + 1  # as a later version would write it
+    checkpoint.save_atomic(state, path)
+    before = {p.name: p.read_bytes() for p in path.parent.iterdir()}
+    resumed = run_cli(*TINY, "num_train_frames=2000", run_dir=tmp_path)
+    assert resumed.returncode == 2
+    last = resumed.stderr.strip().splitlines()[-1]
+    assert f"checkpoint format {checkpoint.FORMAT + 1}" in last and "newer" in last, last
+    assert {p.name: p.read_bytes() for p in path.parent.iterdir()} == before

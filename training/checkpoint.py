@@ -48,6 +48,11 @@ class CheckpointError(RuntimeError):
     """A checkpoint cannot be read or written; the message names the file and what to do."""
 
 
+class NewerFormat(CheckpointError):
+    """The checkpoint was written by a newer version of this project, in a format this one
+    cannot read faithfully; nothing was loaded."""
+
+
 class NonFiniteState(CheckpointError):
     """The state to save holds NaN or inf: saving it would make the run unrecoverable."""
 
@@ -120,9 +125,10 @@ def remove_stale_temporaries(directory: str | Path) -> None:
 
 
 def load(path: str | Path) -> dict[str, Any]:
-    """Load a checkpoint written by :func:`save_atomic` (any format version).
+    """Load a checkpoint written by :func:`save_atomic` (format 1 to `FORMAT`).
 
     Raises:
+        NewerFormat: the file's ``format`` is newer than `FORMAT` (nothing is guessed).
         CheckpointError: naming the file and what is wrong with it, in plain words.
     """
     path = Path(path)
@@ -140,6 +146,12 @@ def load(path: str | Path) -> dict[str, Any]:
         ) from None
     if not isinstance(state, dict) or "global_step" not in state:
         raise CheckpointError(f"{path} is not a checkpoint of this project (no global_step in it)")
+    written = state.get("format", 1)  # format 1 did not record itself
+    if not isinstance(written, int) or written > FORMAT:
+        raise NewerFormat(
+            f"{path} is in checkpoint format {written!r}, newer than this version reads (up to "
+            f"{FORMAT}): resume it with the version that wrote it, or upgrade"
+        )
     return _decode(state)
 
 

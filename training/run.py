@@ -303,6 +303,8 @@ class Workspace:
                 continue
             try:
                 state = checkpoint.load(path)
+            except checkpoint.NewerFormat as err:  # not damage: falling back would lose work
+                raise ResumeRefused(str(err)) from None
             except checkpoint.CheckpointError as err:
                 problems.append(str(err))
                 log.warning("%s; trying the previous checkpoint", err)
@@ -365,9 +367,9 @@ class Workspace:
                 if e.stage > 0 and e.global_step is not None
             })  # fmt: skip
         controller = lr_scheduler.LRController(schedules, self.agent.optimizers)
-        saved = (state or {}).get("lr_schedule") or {}
-        if controller.guard is not None and saved.get("kl_guard"):
-            controller.guard.load_state_dict(saved["kl_guard"])
+        if state is not None:  # the one path that restores schedule and guard state
+            allow = self.cfg.resume.allow_schedule_change
+            controller.load_state_dict(state.get("lr_schedule"), allow_change=allow)
         return controller
 
     def bookkeeping(self) -> dict[str, Any]:
