@@ -10,14 +10,13 @@ purges TensorBoard from that step on and writes it again.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 
 import hydra
 import numpy as np
 import torch
 
-from training.run import Preempted, Workspace, check_finite
+from training.run import Workspace, check_finite
 
 
 class OffPolicyWorkspace(Workspace):
@@ -59,9 +58,6 @@ class OffPolicyWorkspace(Workspace):
         every = self.cadences()
         seed_steps = cfg.num_seed_frames // ar
         update_every = cfg.update_every_steps
-        marks = self.lr_marks  # grows when a stage entry starts an interval
-        marks.append(math.inf)
-        next_mark = 0
         start_step = self.global_step
         handlers = self._catch_signals()
         step, last_return, metrics = self.global_step, float("nan"), {}
@@ -74,16 +70,12 @@ class OffPolicyWorkspace(Workspace):
             ep_return = 0.0
             while step < self.total_steps:
                 self.global_step = step
-                if self._signal is not None:
-                    self.save(self.checkpoint_state(purge_from=step))
-                    raise Preempted(self._signal)
+                self.stop_if_signalled(purge_from=step)
                 if step % every["checkpoint"] == 0 and step != start_step:
                     self.save(self.checkpoint_state(purge_from=step))
                 if step % every["eval"] == 0:
                     self.evaluate(step)
-                if step >= marks[next_mark] or step % every["log"] == 0:
-                    while step >= marks[next_mark]:
-                        next_mark += 1
+                if self.passed_lr_mark(step) or step % every["log"] == 0:
                     self.log_lrs(step)
                     if step % every["log"] == 0:
                         self.log_progress(step, last_return, metrics)

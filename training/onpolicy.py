@@ -25,7 +25,7 @@ import hydra
 import numpy as np
 import torch
 
-from training.run import Preempted, Workspace, check_finite, crossed
+from training.run import Workspace, check_finite, crossed
 
 log = logging.getLogger("train")
 
@@ -170,7 +170,6 @@ class OnPolicyWorkspace(Workspace):
         """The training loop, yielding the global step after every rollout and update."""
         cfg, agent = self.cfg, self.agent
         every = self.cadences()
-        marks = self.lr_marks  # grows when a stage entry starts an interval
         handlers = self._catch_signals()
         self.last_return = math.nan
         self._ep_return = np.zeros(self.num_envs)
@@ -189,10 +188,9 @@ class OnPolicyWorkspace(Workspace):
                 # signal mid-rollout saves the state as of the last update.
                 at_rollout_start = self.bookkeeping()
                 carried = self._collect(obs, starts, hidden)
-                if carried is None:
+                if carried is None:  # a signal: the rollout is dropped
                     self.global_step = before  # events of the dropped rollout come after it
-                    self.save(self.checkpoint_state(before + 1, at_rollout_start))
-                    raise Preempted(self._signal)
+                    self.stop_if_signalled(before + 1, at_rollout_start)
                 obs, starts, hidden = carried
                 step = self.global_step
                 buf = self.rollout
@@ -206,9 +204,7 @@ class OnPolicyWorkspace(Workspace):
                 if self.lr.guard is not None:  # the scale the next update will use
                     self.lr.observe_kl(metrics["approx_kl"])
                     self.telemetry.scalar("lr_scale", self.lr.guard.scale, step)
-                boundary = bool(marks) and step >= marks[0]
-                while marks and step >= marks[0]:
-                    marks.pop(0)
+                boundary = self.passed_lr_mark(step)
                 last = step >= self.total_steps  # the run ends with an eval and an LR log
                 if boundary or last or crossed(before, step, every["log"]):
                     self.log_lrs(step)

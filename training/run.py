@@ -481,6 +481,24 @@ class Workspace:
         for _ in self.steps():
             pass
 
+    def stop_if_signalled(self, purge_from: int, bookkeeping: dict[str, Any] | None = None) -> None:
+        """At a loop's safe point: if SIGTERM/SIGINT (or the launcher's signal) arrived, write
+        the checkpoint (`checkpoint_state` of ``purge_from`` and ``bookkeeping``) and raise
+        `Preempted`."""
+        if self._signal is not None:
+            self.save(self.checkpoint_state(purge_from, bookkeeping))
+            raise Preempted(self._signal)
+
+    def passed_lr_mark(self, step: int) -> bool:
+        """True when ``step`` reached the next step where some LR jumps (a schedule boundary or
+        a stage entry's start): the loops log the LRs there. Marks passed are consumed."""
+        marks = self.lr_marks
+        if not marks or step < marks[0]:
+            return False
+        while marks and step >= marks[0]:
+            marks.pop(0)
+        return True
+
     def cadences(self) -> dict[str, int]:
         """Eval, log and checkpoint periods in global steps (the config speaks frames)."""
         return {
