@@ -104,9 +104,7 @@ def _in_its_run_config(spec: Any, context: Any, path: str, base_lr: float, total
         return False
 
 
-def _plain_spec(
-    spec: Any, path: str, base_lr: float, total_steps: int | None, context: Any
-) -> Any:
+def _plain_spec(spec: Any, path: str, base_lr: float, total_steps: int | None, context: Any) -> Any:
     """The ``lr_schedule`` config as plain data with every interpolation resolved, converted
     once: resolved in its own run config when it comes from one (the CLI), copied when it is
     plain data without ``${...}`` (a library user, a huge exported preset), else resolved

@@ -319,7 +319,9 @@ class ExponentialDecay(Shape):
         else:
             every = max(1, (span_end - start) // DEFAULT_DECAY_STEPS)
         if "decay_rate" in item:
-            rate = _positive(item["decay_rate"], f"{ipath}.{rate_key}", "a number > 0 such as 0.999")
+            rate = _positive(
+                item["decay_rate"], f"{ipath}.{rate_key}", "a number > 0 such as 0.999"
+            )
         elif span_end is None:
             raise ScheduleError(
                 f"{ipath}.decay_rate",
@@ -502,9 +504,11 @@ class OneCycle(Shape):
         fall = last - rise_end
         cos, pi = math.cos, math.pi
         if iv.anneal == "cos":
+
             def anneal(a: float, b: float, p: float) -> float:
                 return b + (a - b) * 0.5 * (cos(pi * p) + 1.0)
         else:
+
             def anneal(a: float, b: float, p: float) -> float:
                 return a + (b - a) * p
 

@@ -159,7 +159,11 @@ OLD_FINGERPRINTS = {
     ("stage_based",): "42c3b9a0ede684ea",
     ("stage_based_fixed",): "bb06ebc368596360",
     ("warmup_cosine",): "b4c9585fe2470c52",
-    ("warmup_cosine", "lr_schedule.warmup_frac=0.1", "lr_schedule.decay=linear"): "7d4369e58f080e03",
+    (
+        "warmup_cosine",
+        "lr_schedule.warmup_frac=0.1",
+        "lr_schedule.decay=linear",
+    ): "7d4369e58f080e03",
     ("gentle_decay", "lr_schedule.warmup_steps=1000"): "1cbfa0665b261d97",
 }
 

@@ -59,7 +59,11 @@ def direct(rows, t):
         if x <= up_end:
             a, b, q = low, peak, x / up_end
         else:
-            a, b, q = peak, low / row["final_div_factor"], min(x - up_end, last - up_end) / (last - up_end)
+            a, b, q = (
+                peak,
+                low / row["final_div_factor"],
+                min(x - up_end, last - up_end) / (last - up_end),
+            )
         if row["anneal"] == "linear":
             return a + (b - a) * q
         return b + (a - b) / 2 * (math.cos(math.pi * q) + 1)
