@@ -53,11 +53,12 @@ TABLE = {
         ("critic",): [(0, 1.5e-4), (29_999, 1.5e-4), (30_000, 5e-5), (100_000, 5e-5)],
     },
     # 0.01x -> 1x over 5 % (a linear ramp: 1e-4 x (0.01 + 0.99 t / 5000)), then cosine to 0.01x
+    # (at 3/4 of the decay: 1e-6 + 99e-6 x (1 + cos(3 pi / 4)) / 2)
     ("warmup_cosine",): {EVERY: [(0, 1e-6), (2_500, 5.05e-5), (5_000, 1e-4),
-                                 (52_500, 5.05e-5), (100_000, 1e-6)]},
+                                 (52_500, 5.05e-5), (76_250, 1.54982143312659e-05), (100_000, 1e-6)]},
     # the one-knob overrides: a 10 % warmup, then a linear decay to 0.01x
     ("warmup_cosine", "lr_schedule.warmup_frac=0.1", "lr_schedule.decay=linear"): {
-        EVERY: [(0, 1e-6), (5_000, 5.05e-5), (10_000, 1e-4), (55_000, 5.05e-5), (100_000, 1e-6)]
+        EVERY: [(0, 1e-6), (5_000, 5.05e-5), (10_000, 1e-4), (55_000, 5.05e-5), (77_500, 2.575e-5), (100_000, 1e-6)]
     },
     # 0.01x -> 0.1x over 2.5 %, 0.1x -> 1x until 25 %, then linear decay to 0.01x
     ("recurrent_warmup",): {EVERY: [(0, 1e-6), (1_250, 5.5e-6), (2_500, 1e-5), (13_750, 5.5e-5),
