@@ -20,8 +20,10 @@ Library users without Hydra can use the functional API :func:`get_lr_scheduler`,
 ``torch.optim`` adapter :class:`ScheduledLR`; the preview table and plots are in
 :mod:`lr_preview` (which imports this module, never the other way round).
 
-The engine lives in the package :mod:`schedules`, by role: ``model``, ``intervals``,
-``compile``, ``knobs``, ``guard``, ``controller``, ``builders``. This module is its public face:
+The engine lives in the package :mod:`schedules`, by role: ``errors``, ``shapes`` (one class
+per interval type, registered by name), ``model``, ``intervals``, ``knobs``, ``guard``,
+``resolvers``, ``killswitch``, ``schedule_set``, ``compile``, ``compat``, ``controller``,
+``builders``. This module is its public face:
 the names users, presets (``_target_: lr_scheduler.get_lr_scheduler``) and the source documents
 import.
 """
@@ -37,44 +39,37 @@ from schedules.builders import (
     multi_step,
     warmup_decay,
 )
-from schedules.compile import (
-    DISABLE_ENV_VAR,
-    PRESET_KNOBS,
-    TARGET_KEYS,
-    ScheduleSet,
-    check_schedule_state,
-    compile_schedules,
-    describe_difference,
-)
+from schedules.compat import check_schedule_state, describe_difference
+from schedules.compile import PRESET_KNOBS, TARGET_KEYS, compile_schedules
 from schedules.controller import LRController, LRMismatchError, ScheduledLR
+from schedules.errors import ScheduleError, ScheduleMismatchError
 from schedules.guard import KL_GUARD_KEYS, KLGuard, KLGuardSpec
 from schedules.intervals import (
-    DEFAULT_DECAY_STEPS,
-    DEFAULT_LAST_FINAL_FACTOR,
     FINAL_FRACTION_KEYS,
     INTERVAL_KEYS,
     KEY_SYNONYMS,
     NETWORK_KEYS,
     Stages,
 )
-from schedules.knobs import (
-    DEFAULT_WARMUP_INIT,
-    WARMUP_CHORDS,
-    WARMUP_MAX_STAIRS,
-    warmup_length,
-    with_warmup,
-)
-from schedules.model import (
+from schedules.killswitch import DISABLE_ENV_VAR
+from schedules.knobs import DEFAULT_WARMUP_INIT, warmup_length, with_warmup
+from schedules.model import NETWORKS, Schedule
+from schedules.resolvers import run_steps
+from schedules.schedule_set import ScheduleSet
+from schedules.shapes import (
+    DEFAULT_DECAY_STEPS,
+    DEFAULT_LAST_FINAL_FACTOR,
     DEFAULT_TYPE,
     INTERVAL_TYPES,
-    NETWORKS,
+    SHAPES,
     TYPE_ALIASES,
+    WARMUP_CHORDS,
+    WARMUP_MAX_STAIRS,
     Interval,
-    Schedule,
-    ScheduleError,
-    ScheduleMismatchError,
+    Key,
+    Shape,
+    register,
 )
-
 
 
 def __getattr__(name: str):
@@ -90,11 +85,11 @@ def __getattr__(name: str):
 __all__ = [
     "DEFAULT_DECAY_STEPS", "DEFAULT_LAST_FINAL_FACTOR", "DEFAULT_TYPE", "DEFAULT_WARMUP_INIT",
     "DISABLE_ENV_VAR", "FINAL_FRACTION_KEYS", "INTERVAL_KEYS", "INTERVAL_TYPES", "KEY_SYNONYMS",
-    "KL_GUARD_KEYS", "NETWORKS", "NETWORK_KEYS", "PRESET_KNOBS", "TARGET_KEYS", "TYPE_ALIASES",
-    "WARMUP_CHORDS", "WARMUP_MAX_STAIRS", "Interval", "JoinedFunction", "KLGuard", "KLGuardSpec",
-    "LRController", "LRMismatchError", "Schedule", "ScheduleError", "ScheduleMismatchError",
-    "ScheduleSet", "ScheduledLR", "Stages", "check_schedule_state", "compile_schedules",
-    "describe_difference", "get_combined_lr_scheduler", "get_lr_scheduler",
-    "get_multi_step_lr_scheduler", "join", "multi_step", "warmup_decay", "warmup_length",
-    "with_warmup",
+    "KL_GUARD_KEYS", "NETWORKS", "NETWORK_KEYS", "PRESET_KNOBS", "SHAPES", "TARGET_KEYS",
+    "TYPE_ALIASES", "WARMUP_CHORDS", "WARMUP_MAX_STAIRS", "Interval", "JoinedFunction", "KLGuard",
+    "KLGuardSpec", "Key", "LRController", "LRMismatchError", "Schedule", "ScheduleError",
+    "ScheduleMismatchError", "ScheduleSet", "ScheduledLR", "Shape", "Stages",
+    "check_schedule_state", "compile_schedules", "describe_difference",
+    "get_combined_lr_scheduler", "get_lr_scheduler", "get_multi_step_lr_scheduler", "join",
+    "multi_step", "register", "run_steps", "warmup_decay", "warmup_length", "with_warmup",
 ]  # fmt: skip

@@ -8,11 +8,12 @@ from __future__ import annotations
 import bisect
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
 from typing import Any
 
+from schedules.errors import ScheduleError, _lr, _number, _step
 from schedules.intervals import _compile_network
-from schedules.model import Interval, Schedule, ScheduleError, _lr, _number, _step
+from schedules.model import Schedule
+from schedules.shapes import Interval
 
 
 def warmup_decay(
@@ -149,14 +150,7 @@ def join(
                 break
             local_end = iv.end if iv.end is not None else math.inf
             cut = min(local_end, length)
-            joined.append(
-                replace(
-                    iv,
-                    start=start + iv.start,
-                    end=None if cut == math.inf else int(start + cut),
-                    ramp_end=None if iv.ramp_end is None else start + iv.ramp_end,
-                )
-            )
+            joined.append(iv.shifted(start, None if cut == math.inf else int(start + cut)))
         if schedule.end is not None and schedule.end < length:
             hold_end = None if end is None else end
             joined.append(Interval("step_decay", start + schedule.end, hold_end, schedule._hold))

@@ -15,9 +15,12 @@ from typing import Any
 
 import torch
 
-from schedules.compile import DISABLE_ENV_VAR, _is_disabled, check_schedule_state
+from schedules.compat import check_schedule_state
+from schedules.errors import ScheduleError, ScheduleMismatchError
 from schedules.guard import KLGuard
-from schedules.model import Interval, Schedule, ScheduleError, ScheduleMismatchError, _fingerprint
+from schedules.killswitch import DISABLE_ENV_VAR, _is_disabled
+from schedules.model import Schedule, _fingerprint
+from schedules.shapes import Interval
 
 log = logging.getLogger("lr_scheduler")  # one logger for the engine, whatever module
 
@@ -39,7 +42,7 @@ class _Segment:
 
     def __init__(self, start: int, end: float, value, every_step: bool, interval: Interval | None):
         self.start, self.end, self.value = start, end, value
-        self.every_step = every_step  # the LR may change at every step (linear / cosine ramps)
+        self.every_step = every_step  # the LR may change at every step (a smooth shape)
         self.interval = interval  # None for the hold after the last interval
 
 
@@ -246,10 +249,10 @@ class LRController:
                 value *= self.guard.scale
             if seg.every_step:
                 hi = global_step + 1
-            elif seg.interval is None or seg.interval.type == "step_decay":
+            elif seg.interval is None:
                 hi = min(hi, seg.end)
             else:
-                hi = min(hi, seg.interval.stable_until(global_step))
+                hi = min(hi, seg.end, seg.interval.stable_until(global_step))
             if current.get(binding.networks[0]) != value:
                 for name in binding.networks:
                     current[name] = value
@@ -326,12 +329,13 @@ def _segments(schedule: Schedule) -> list[_Segment]:
     segments = []
     for iv in schedule.intervals:
         end = math.inf if iv.end is None else iv.end
-        ramp = iv.type in ("linear", "cosine") and iv.init_lr != iv.final_lr
-        if ramp and iv.end is None:  # an open-ended ramp is flat once it reaches final_lr
-            segments.append(_Segment(iv.start, iv.ramp_end, iv.at, True, iv))
-            segments.append(_Segment(iv.ramp_end, end, lambda t, v=iv.final_lr: v, False, None))
+        every_step = iv.shape.every_step(iv)
+        if iv.end is None and iv.ramp_end is not None:  # an open span is flat once it ends
+            settled = iv.value(iv.ramp_end)
+            segments.append(_Segment(iv.start, iv.ramp_end, iv.at, every_step, iv))
+            segments.append(_Segment(iv.ramp_end, end, lambda t, v=settled: v, False, None))
             continue
-        segments.append(_Segment(iv.start, end, iv.at, ramp, iv))
+        segments.append(_Segment(iv.start, end, iv.at, every_step, iv))
     if schedule.end is not None:
         hold = schedule._hold
         segments.append(_Segment(schedule.end, math.inf, lambda t, v=hold: v, False, None))

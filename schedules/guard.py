@@ -9,7 +9,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
-from schedules.model import NETWORKS, ScheduleError, _accepted, _given, _number
+from schedules.errors import ScheduleError, _accepted, _given, _number
+from schedules.model import NETWORKS
 
 KL_GUARD_KEYS = ("enabled", "target", "high", "low", "factor", "min_scale", "networks")
 

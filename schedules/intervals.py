@@ -1,6 +1,6 @@
 """One network's intervals -> a :class:`Schedule`: their keys (both spellings), boundaries
-(``end`` optional, stage starts), shapes and documented defaults, or a builder named by
-``_target_``.
+(``end`` optional, stage starts) and documented defaults, each interval's own keys read by its
+shape (:mod:`schedules.shapes`), or a builder named by ``_target_``.
 """
 
 from __future__ import annotations
@@ -11,32 +11,62 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from schedules.model import (
-    DEFAULT_TYPE,
-    Interval,
-    Schedule,
+from schedules.errors import (
     ScheduleError,
     _accepted,
     _first_line,
     _given,
-    _interval_type,
     _lr,
     _number,
     _step,
 )
+from schedules.model import Schedule
+from schedules.shapes import (
+    DEFAULT_LAST_FINAL_FACTOR,
+    DEFAULT_TYPE,
+    SHAPES,
+    Interval,
+    Layout,
+    _interval_type,
+)
 
-INTERVAL_KEYS = (
-    "type", "start", "end", "lr", "init_lr", "final_lr", "decay_rate", "decay_interval", "min_lr",
-    "gamma", "step_size", "final_lr_fraction", "eta_min_fraction",
-)  # fmt: skip
+# Keys every interval has, whatever its shape.
+CORE_KEYS = {
+    "type": "shape of this interval; null: the network's type",
+    "start": "first global step (the first interval: 0), or {stage: k}",
+    "end": "null: the next interval's start (the last: end of training)",
+    "lr": "the interval's LR (same value as init_lr: give one)",
+    "init_lr": "LR at start (same value as lr)",
+}
 # Two spellings of one value: the source documents' key -> this project's key.
 KEY_SYNONYMS = {"gamma": "decay_rate", "step_size": "decay_interval"}
 # Keys that give final_lr as a fraction of the interval's init_lr.
 FINAL_FRACTION_KEYS = ("final_lr_fraction", "eta_min_fraction")
+_SPELLINGS = {
+    "gamma": "000 spelling of decay_rate (alone: a factor per step)",
+    "step_size": "000 spelling of decay_interval",
+    "final_lr_fraction": "000: final_lr as a fraction of init_lr (linear)",
+    "eta_min_fraction": "000: final_lr as a fraction of init_lr (cosine)",
+}
+
+
+def interval_key_docs() -> dict[str, str]:
+    """Every key an interval may hold -> a one-line description: the core keys, then each
+    registered shape's keys (a key several shapes read lists each), then the other spellings.
+    The config schema (``training/schema.py``) builds its interval fields from this."""
+    docs = dict(CORE_KEYS)
+    by_key: dict[str, dict[str, list[str]]] = {}
+    for shape in SHAPES.values():
+        for key, spec in shape.keys.items():
+            by_key.setdefault(key, {}).setdefault(spec.doc, []).append(shape.name)
+    for key, uses in by_key.items():
+        docs[key] = "; ".join(f"{'/'.join(names)}: {doc}" for doc, names in uses.items())
+    docs.update(_SPELLINGS)
+    return docs
+
+
+INTERVAL_KEYS: tuple[str, ...] = tuple(interval_key_docs())
 NETWORK_KEYS = ("type", "intervals")
-# Documented defaults for keys a shape needs but an interval lacks (e.g. after a `type` switch).
-DEFAULT_LAST_FINAL_FACTOR = 0.1  # last interval's final_lr = init_lr x this
-DEFAULT_DECAY_STEPS = 100  # exponential_decay: decay_interval = interval length / this
 
 
 def _interval_keys(item: Mapping[str, Any], ipath: str) -> tuple[dict[str, Any], dict[str, str]]:
@@ -264,27 +294,25 @@ def _compile_network(
         rows.append((ipath, kind, start, end, init_lr, item, spelled))
         prev_end = end
 
-    # Pass 2: shapes, with documented defaults for keys the shape needs but the interval lacks.
+    # Pass 2: each interval's own keys, read by its shape, with the documented defaults.
     intervals = []
     for i, (ipath, kind, start, end, init_lr, item, spelled) in enumerate(rows):
+        shape = SHAPES[kind]
         final_lr = _final_lr(item, init_lr, ipath)
-        min_lr = _lr(item["min_lr"], f"{ipath}.min_lr") if "min_lr" in item else None
+        if "min_lr" in item:  # an LR is checked whatever the shape (one left on a step interval)
+            _lr(item["min_lr"], f"{ipath}.min_lr")
         if final_lr is None:
             final_lr = rows[i + 1][4] if i + 1 < len(rows) else init_lr * DEFAULT_LAST_FINAL_FACTOR
         span_end = None if i in cut_by_stage else end
         if span_end is None and total_steps is not None:
             span_end = max(total_steps, start + 1)  # open-ended: "runs to the end of training"
-        fields: dict[str, Any] = {}
-        if kind in ("linear", "cosine"):
-            if span_end is None:
-                raise ScheduleError(
-                    f"{ipath}.end", f"a {kind} interval needs an end (or a known run length)"
-                )
-            fields = {"final_lr": final_lr, "ramp_end": span_end}
-        elif kind == "exponential_decay":
-            fields = _exponential_fields(item, spelled, ipath, start, span_end, init_lr, final_lr)
-            fields["min_lr"] = min_lr
-        intervals.append(Interval(kind, start, end, init_lr, **fields))
+        if shape.spans and span_end is None:
+            raise ScheduleError(
+                f"{ipath}.end", f"a {kind} interval needs an end (or a known run length)"
+            )
+        params = shape.read(item, Layout(ipath, start, span_end, init_lr, final_lr, spelled))
+        ramp_end = span_end if shape.spans else None
+        intervals.append(Interval(kind, start, end, init_lr, ramp_end=ramp_end, **params))
     return Schedule(intervals)
 
 
@@ -301,49 +329,6 @@ def _final_lr(item: Mapping[str, Any], init_lr: float, ipath: str) -> float | No
                 )
             return init_lr * fraction
     return None
-
-
-def _exponential_fields(item, spelled, ipath, start, span_end, init_lr, final_lr) -> dict:
-    """decay_rate and decay_interval of an exponential_decay interval, given or defaulted.
-
-    ``gamma`` without ``step_size``/``decay_interval`` is a factor per step (as the source
-    document's ``exponential``); otherwise the defaults documented in LR_SCHEDULING.md."""
-    rate_key = spelled.get("decay_rate", "decay_rate")
-    every_key = spelled.get("decay_interval", "decay_interval")
-    if "decay_interval" in item:
-        decay_interval = _step(
-            item["decay_interval"], f"{ipath}.{every_key}", "a whole number of steps > 0"
-        )
-        if decay_interval <= 0:
-            raise ScheduleError(
-                f"{ipath}.{every_key}", f"must be > 0 steps, got {item['decay_interval']!r}"
-            )
-    elif rate_key == "gamma":
-        decay_interval = 1
-    elif span_end is None:
-        raise ScheduleError(
-            f"{ipath}.decay_interval",
-            "missing: required for an open-ended interval when the run length is unknown",
-        )
-    else:
-        decay_interval = max(1, (span_end - start) // DEFAULT_DECAY_STEPS)
-    if "decay_rate" in item:
-        decay_rate = _number(
-            item["decay_rate"], f"{ipath}.{rate_key}", "a number > 0 such as 0.999"
-        )
-        if not math.isfinite(decay_rate) or decay_rate <= 0:
-            raise ScheduleError(
-                f"{ipath}.{rate_key}", f"must be a finite number > 0, got {item['decay_rate']!r}"
-            )
-    elif span_end is None:
-        raise ScheduleError(
-            f"{ipath}.decay_rate",
-            "missing: required for an open-ended interval when the run length is unknown",
-        )
-    else:
-        # Reach the target (final_lr) at the end of the interval.
-        decay_rate = (final_lr / init_lr) ** (decay_interval / (span_end - start))
-    return {"decay_rate": decay_rate, "decay_interval": decay_interval}
 
 
 def _build_target(spec: Mapping[str, Any], path: str) -> Schedule:

@@ -5,16 +5,13 @@ schedule) and the decay phase (``decay``, ``decay_steps`` / ``decay_frac``).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import replace
 from typing import Any
 
-import numpy as np
-
-from schedules.model import Interval, Schedule, ScheduleError, _fraction, _interval_type, _step
+from schedules.errors import ScheduleError, _fraction, _step
+from schedules.model import Schedule
+from schedules.shapes import Interval, _interval_type
 
 DEFAULT_WARMUP_INIT = 0.01  # a warmup starts at this fraction of the schedule's LR
-WARMUP_CHORDS = 16  # a smooth shape under a warmup is followed at this many points
-WARMUP_MAX_STAIRS = 256  # more stairs than this under a warmup: followed like a smooth shape
 
 
 def _one_of(knobs: Mapping[str, Any], steps_key: str, frac_key: str, path: str) -> tuple:
@@ -99,10 +96,10 @@ def with_warmup(schedule: Schedule, steps: int, init: float = DEFAULT_WARMUP_INI
     ``lr(t) = schedule(t) * (init + (1 - init) * t / steps)``, and ``schedule(t)`` from
     ``steps`` on. Each network ramps into its own schedule.
 
-    Exact where the schedule is constant (step_decay, exponential stairs); a linear or cosine
-    piece under the ramp is followed at ``WARMUP_CHORDS`` points. An interval the warmup end
-    cuts keeps its shape after the cut (a cosine restarts from its value there and still
-    reaches its final_lr at its end)."""
+    Exact where the schedule is constant (step_decay, exponential stairs); a smooth piece
+    (linear, cosine, ...) under the ramp is followed at ``WARMUP_CHORDS`` points. An interval
+    the warmup end cuts keeps its shape after the cut, as its :meth:`Shape.cut` says (a ramp
+    restarts from its value there and still reaches its final_lr at its end)."""
     if steps <= 0 or init == 1.0:
         return schedule
     pieces: list[Interval] = []
@@ -111,46 +108,15 @@ def with_warmup(schedule: Schedule, steps: int, init: float = DEFAULT_WARMUP_INI
             pieces.append(iv)
             continue
         stop = steps if iv.end is None else min(iv.end, steps)
-        knots, flat = _warmup_knots(iv, stop)
+        knots, flat = iv.shape.knots(iv, stop)
         for a, b in zip(knots, knots[1:], strict=False):
             v0 = iv.value(a) * _ramp(a, steps, init)
             v1 = (iv.value(a) if flat else iv.value(b)) * _ramp(b, steps, init)
             pieces.append(Interval("linear", a, b, v0, final_lr=v1, ramp_end=b))
         if iv.end is None or iv.end > steps:
-            pieces.extend(_cut(iv, steps))
+            pieces.extend(iv.shape.cut(iv, steps))
     if schedule.end is not None and schedule.end < steps:  # the held value ramps too
         hold = schedule(schedule.end)
         v0 = hold * _ramp(schedule.end, steps, init)
         pieces.append(Interval("linear", schedule.end, steps, v0, final_lr=hold, ramp_end=steps))
     return Schedule(pieces)
-
-
-def _warmup_knots(iv: Interval, stop: int) -> tuple[list[int], bool]:
-    """Steps of ``[iv.start, stop]`` between which ``iv`` is constant (flat) or smooth."""
-    flat = iv.type == "step_decay" or (
-        iv.type in ("linear", "cosine") and iv.init_lr == iv.final_lr
-    )
-    if flat:
-        return [iv.start, stop], True
-    if iv.type == "exponential_decay":
-        stairs = list(range(iv.start, stop, iv.decay_interval))
-        if len(stairs) <= WARMUP_MAX_STAIRS:
-            return stairs + [stop], True
-    grid = np.linspace(iv.start, stop, WARMUP_CHORDS + 1).round().astype(int)
-    return sorted(set(grid.tolist())), False
-
-
-def _cut(iv: Interval, at: int) -> list[Interval]:
-    """The part of ``iv`` from ``at`` on, as intervals starting at ``at``."""
-    if iv.type == "step_decay":
-        return [replace(iv, start=at)]
-    if iv.type in ("linear", "cosine"):
-        return [replace(iv, start=at, init_lr=iv.value(at))]
-    stair = iv.start + -(-(at - iv.start) // iv.decay_interval) * iv.decay_interval
-    if stair == at:
-        return [replace(iv, start=at, init_lr=iv.value(at))]
-    head_end = stair if iv.end is None else min(stair, iv.end)
-    head = [Interval("step_decay", at, head_end, iv.value(at))]
-    if iv.end is not None and stair >= iv.end:
-        return head
-    return head + [replace(iv, start=stair, init_lr=iv.value(stair))]

@@ -18,9 +18,18 @@ def interval_lists(draw):
     rows, start = [], 0
     for length in lengths:
         kind = draw(kinds)
+        if kind == "one_cycle":
+            length = max(length, 50)  # its rise must last more than one step at pct_start 0.05
         row = {"type": kind, "start": start, "end": start + length, "lr": draw(lrs)}
-        if kind in ("linear", "cosine"):
+        if kind in ("linear", "cosine", "polynomial"):
             row["final_lr"] = draw(lrs)
+        if kind == "polynomial":
+            row["power"] = draw(st.floats(0.1, 4.0))
+        if kind == "one_cycle":
+            row["pct_start"] = draw(st.floats(0.05, 0.95))
+            row["div_factor"] = draw(st.floats(1.0, 100.0))
+            row["final_div_factor"] = draw(st.floats(1.0, 1e4))
+            row["anneal"] = draw(st.sampled_from(["cos", "linear"]))
         if kind == "exponential_decay":
             row["decay_rate"] = draw(st.floats(0.05, 1.5))
             row["decay_interval"] = draw(st.integers(1, 2000))
@@ -42,7 +51,25 @@ def direct(rows, t):
     if row["type"] == "exponential_decay":
         lr = row["lr"] * row["decay_rate"] ** math.floor(x / row["decay_interval"])
         return max(lr, row.get("min_lr", 0.0))
-    p = x / (row["end"] - row["start"])
+    n = row["end"] - row["start"]
+    if row["type"] == "one_cycle":  # torch's OneCycleLR phases, counted from the start
+        peak = row["lr"]
+        low = peak / row["div_factor"]
+        up_end, last = row["pct_start"] * n - 1, n - 1
+        if x <= up_end:
+            a, b, q = low, peak, x / up_end
+        else:
+            a, b, q = (
+                peak,
+                low / row["final_div_factor"],
+                min(x - up_end, last - up_end) / (last - up_end),
+            )
+        if row["anneal"] == "linear":
+            return a + (b - a) * q
+        return b + (a - b) / 2 * (math.cos(math.pi * q) + 1)
+    p = x / n
+    if row["type"] == "polynomial":
+        return row["final_lr"] + (row["lr"] - row["final_lr"]) * (1 - p) ** row["power"]
     if row["type"] == "linear":
         return row["lr"] + (row["final_lr"] - row["lr"]) * p
     return row["final_lr"] + (row["lr"] - row["final_lr"]) * (1 + math.cos(math.pi * p)) / 2

@@ -119,7 +119,7 @@ def test_networks_not_named_keep_the_base_lr():
     assert L.compile_schedules(None, base_lr=3e-4)["actor"](0) == 3e-4
 
 
-def test_vectorised_values_agree_with_scalar_lookup():
+def test_values_at_many_steps_are_the_documented_numbers():
     s = compile_one(
         [
             {"type": "linear", "start": 0, "end": 100, "init_lr": 1e-6, "final_lr": 1e-4},
@@ -136,8 +136,111 @@ def test_vectorised_values_agree_with_scalar_lookup():
             {"type": "step_decay", "start": 900, "end": 950, "lr": 2e-6},
         ]  # fmt: skip
     )
-    steps = np.arange(0, 1200)
-    np.testing.assert_allclose(s.values(steps), [s(int(t)) for t in steps], rtol=1e-12)
+    steps = np.array([[0, 50, 99, 100, 106], [107, 114, 499, 500, 700], [899, 900, 949, 950, 5000]])
+    expected = [
+        [1e-6, 5.05e-5, 9.901e-5, 1e-4, 1e-4],  # linear: 1e-6 + 99e-6 x t / 100
+        [9e-5, 8.1e-5, 3e-5, 1e-4, 5.05e-5],  # stairs of 7 steps x 0.9, floored at 3e-5; cosine
+        [1.0015266965829117e-06, 2e-6, 2e-6, 2e-6, 2e-6],  # cosine at 399/400; step; the hold
+    ]
+    values = s.values(steps)
+    assert values.shape == (3, 5)
+    np.testing.assert_allclose(values, expected, rtol=1e-9)
+
+
+def test_polynomial_decays_by_the_closed_formula():
+    # final + (init - final) x (1 - p) ** power, p = (t - start) / (end - start)
+    s = compile_one(
+        [{"type": "polynomial", "start": 0, "end": 1000, "lr": 1e-3, "final_lr": 1e-5, "power": 2}]
+    )
+    assert [s(t) for t in (0, 250, 500, 900, 1000, 10**6)] == pytest.approx(
+        [1e-3, 5.66875e-4, 2.575e-4, 1.99e-5, 1e-5, 1e-5], rel=1e-12
+    )
+    linear = compile_one([{"type": "polynomial", "start": 0, "end": 1000, "lr": 1e-3}])
+    assert linear.intervals[0].power == 1.0  # the default: linear (BERT's), to lr / 10
+    assert [linear(t) for t in (0, 500, 1000)] == pytest.approx([1e-3, 5.5e-4, 1e-4], rel=1e-12)
+    sqrt = compile_one([{"start": 0, "lr": 1e-3}, {"type": "polynomial", "start": 100, "lr": 4e-4,
+                         "final_lr": 1e-4, "power": 0.5}], total_steps=500)  # fmt: skip
+    assert sqrt(300) == pytest.approx(1e-4 + 3e-4 * 0.5**0.5, rel=1e-12)  # open: to the run's end
+
+
+@pytest.mark.parametrize("anneal", ["cos", "linear"])
+@pytest.mark.parametrize("total, pct", [(1000, 0.3), (97, 0.25), (5000, 0.5)])
+def test_one_cycle_is_torchs_one_cycle_lr(anneal, total, pct):
+    torch = pytest.importorskip("torch")
+    param = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.SGD([param], lr=1.0)
+    reference = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=3e-3, total_steps=total, pct_start=pct, anneal_strategy=anneal,
+        div_factor=20.0, final_div_factor=500.0, cycle_momentum=False,
+    )  # fmt: skip
+    torch_lrs = []
+    for _ in range(total):
+        torch_lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        reference.step()
+    ours = compile_one([{"type": "one_cycle", "start": 0, "end": total, "lr": 3e-3,
+                         "pct_start": pct, "anneal": anneal, "div_factor": 20,
+                         "final_div_factor": 500}])  # fmt: skip
+    np.testing.assert_allclose(ours.values(np.arange(total)), torch_lrs, rtol=1e-12)
+    assert ours(total) == ours(10 * total) == pytest.approx(3e-3 / 20 / 500)  # held at the end
+
+
+def test_one_cycle_defaults_are_torchs_and_it_follows_a_warmup_exactly():
+    s = compile_one([{"type": "one_cycle", "start": 0, "lr": 1e-3}], total_steps=10_000)
+    iv = s.intervals[0]
+    assert (iv.pct_start, iv.div_factor, iv.final_div_factor, iv.anneal) == (0.3, 25.0, 1e4, "cos")
+    assert s(0) == pytest.approx(4e-5) and s(2999) == pytest.approx(1e-3)
+    assert s(9999) == pytest.approx(4e-9)
+    warm = L.with_warmup(s, 1000)
+    assert [warm(t) for t in (1000, 2500, 7000)] == [s(t) for t in (1000, 2500, 7000)]
+
+
+def test_an_unknown_type_is_refused_never_computed_as_another():
+    refused = r"intervals\[0\]\.type: unknown interval type 'polynom' \(did you mean 'polynomial'"
+    with pytest.raises(L.ScheduleError, match=refused):
+        compile_one([{"type": "polynom", "start": 0, "end": 10, "lr": 1e-3}])
+    with pytest.raises(L.ScheduleError, match="unknown interval type 'cosin'"):
+        L.Interval("cosin", 0, 10, 1e-3)
+    assert (
+        set(L.INTERVAL_TYPES)
+        == set(L.SHAPES)
+        == {"step_decay", "exponential_decay", "linear", "cosine", "polynomial", "one_cycle"}
+    )
+    assert L.SHAPES["polynomial"].name == "polynomial" and L.SHAPES["cosine"].name == "cosine"
+    with pytest.raises(ValueError, match="already registered"):
+
+        @L.register
+        class Another(L.Shape):
+            name = "cosine"
+
+
+def test_a_shape_is_one_class_with_its_keys():
+    class Constant3(L.Shape):
+        name = "tripled"
+        keys = {"factor": L.Key(3.0, "multiplies lr")}
+        params = ("factor",)
+
+        @classmethod
+        def read(cls, item, layout):
+            return {"factor": float(item.get("factor", 3.0))}
+
+        @classmethod
+        def function(cls, iv):
+            return lambda t: iv.init_lr * iv.factor
+
+        @classmethod
+        def constant(cls, iv):
+            return True
+
+    L.register(Constant3)
+    try:
+        import schedules.intervals as intervals
+
+        assert "factor" in intervals.interval_key_docs()
+        s = compile_one([{"type": "tripled", "start": 0, "end": 10, "lr": 1e-3}])
+        assert s(5) == pytest.approx(3e-3) and s.intervals[0].to_dict()["factor"] == 3.0
+    finally:
+        del L.SHAPES["tripled"]
 
 
 def test_kill_switch_gives_base_lr_and_says_so(monkeypatch, caplog):

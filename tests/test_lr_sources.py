@@ -37,12 +37,26 @@ def compile_error(*overrides: str) -> str:
 
 
 def test_schema_knows_every_key_the_engine_knows():
-    fields = {f.name for f in dataclasses.fields(schema.IntervalConfig)}
-    assert fields == set(L.INTERVAL_KEYS)
+    # The interval fields are built from the shape registry; the other two lists by hand.
     network = {f.name for f in dataclasses.fields(schema.NetworkScheduleConfig)}
     assert network == set(L.NETWORK_KEYS) | set(L.TARGET_KEYS)
     preset = {f.name for f in dataclasses.fields(schema.LRScheduleConfig)}
     assert preset == set(L.NETWORKS) | set(L.PRESET_KNOBS)
+
+
+def test_a_new_shapes_keys_are_overridable_on_any_preset_without_plus():
+    sset = compile_run_schedules(compose_config([
+        "lr_schedule=gentle_decay", "lr_schedule.actor.type=one_cycle",
+        "lr_schedule.actor.intervals.2.pct_start=0.5", "lr_schedule.critic.type=polynomial",
+        "lr_schedule.critic.intervals.2.power=2.0",
+    ]))  # fmt: skip
+    assert sset["actor"].intervals[2].pct_start == 0.5
+    assert sset["critic"].intervals[2].power == 2.0
+    # critic's last interval: 2.5e-5 -> 2.5e-6 over [66667, 100000), (1 - p) ** 2 at p = 1/2
+    assert sset["critic"](83333 + 1) == pytest.approx(2.5e-6 + 2.25e-5 * 0.25, rel=1e-3)
+    with pytest.raises(Exception) as err:  # noqa: PT011 (Hydra's composition error)
+        compose_config(["lr_schedule=gentle_decay", "lr_schedule.actor.intervals.0.powr=2"])
+    assert "lr_schedule.actor.intervals[0].powr" in str(err.value.__cause__ or err.value)
 
 
 @pytest.mark.parametrize(
@@ -289,7 +303,13 @@ def test_003_plot_and_comparison_examples(tmp_path):
         figsize=(12, 6),
     )
     figure.savefig(tmp_path / "plot.png")
-    assert tuple(figure.get_size_inches()) == (12, 6)
+    # The drawn curve is 003's: linear 1e-6 -> 1e-4 over 1000 steps, cosine to 1e-6 at 50000.
+    x, y = figure.axes[0].get_lines()[0].get_data()
+    p = np.clip((x - 1000) / 49000, 0, 1)
+    formula = np.where(x < 1000, 1e-6 + 99e-6 * x / 1000,
+                       1e-6 + 99e-6 * (1 + np.cos(np.pi * p)) / 2)  # fmt: skip
+    assert {0, 1000, 50000} <= set(x.tolist()) and len(x) > 100
+    np.testing.assert_allclose(y, formula, rtol=1e-9)
     steps = range(10000)
     schedulers = {
         "cosine": L.get_lr_scheduler(1e-4, 1e-6, 1000, 10000, decay_type="cosine"),
@@ -303,7 +323,10 @@ def test_003_plot_and_comparison_examples(tmp_path):
     plt.legend()
     plt.savefig(tmp_path / "compare.png")
     plt.close("all")
-    assert (tmp_path / "compare.png").stat().st_size > 5000
+    # At the middle of the decay (step 5500): cosine and linear at the midpoint, exponential at
+    # the geometric mean of 1e-4 and 1e-6.
+    middle = {name: scheduler(5500) for name, scheduler in schedulers.items()}
+    assert middle == pytest.approx({"cosine": 5.05e-5, "linear": 5.05e-5, "exponential": 1e-5})
 
 
 def test_003_schedule_through_target_in_a_three_line_preset(tmp_path):

@@ -122,9 +122,9 @@ def test_run_fraction_without_run_length_is_rejected():
         )
 
 
-def test_schedule_ending_before_training_is_allowed():
-    sset = compile_actor(OK)
-    assert sset["actor"].end == 200 and sset.total_steps == 1000
+def test_schedule_ending_before_training_is_allowed_and_holds_its_last_lr():
+    actor = compile_actor(OK)["actor"]  # ends at 200 of a 1000-step run
+    assert [actor(t) for t in (0, 100, 199, 200, 999, 1000)] == [1e-4, 5e-5, 5e-5, 5e-5, 5e-5, 5e-5]
 
 
 def test_interpolations_reach_the_rest_of_the_config():

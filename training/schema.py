@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, make_dataclass
 from typing import Any, Dict  # noqa: UP035
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
+
+from schedules.intervals import interval_key_docs
 
 MAX_DIRNAME = 120
 
@@ -35,25 +37,18 @@ if not OmegaConf.has_resolver("safe_dirname"):
 # Every key the schedule engine (lr_scheduler.compile_schedules) knows, so any of them can be
 # overridden on any preset without `+`, and a misspelt key fails at compose time with its path.
 # Values stay `Any` (they are often ${base_lr:x} / ${run_frac:x}); null means "not given" and the
-# engine checks the values, with its own messages. tests/test_lr_schema.py keeps these field lists
-# equal to the engine's (INTERVAL_KEYS, TARGET_KEYS, PRESET_KNOBS).
+# engine checks the values, with its own messages. The interval fields come from the engine's
+# shape registry (each shape's keys), so a new shape's keys are here without an edit;
+# tests/test_lr_sources.py keeps the network and preset fields equal to TARGET_KEYS, PRESET_KNOBS.
 
-
-@dataclass
-class IntervalConfig:
-    type: Any = None  # shape of this interval; null: the network's type
-    start: Any = None  # first global step (the first interval: 0), or {stage: k}
-    end: Any = None  # null: the next interval's start (the last: end of training)
-    lr: Any = None  # the interval's LR (same value as init_lr: give one)
-    init_lr: Any = None  # LR at start (same value as lr)
-    final_lr: Any = None  # linear/cosine: LR reached at end; exponential: its target
-    decay_rate: Any = None  # exponential_decay: factor per decay_interval
-    decay_interval: Any = None  # exponential_decay: steps per stair
-    min_lr: Any = None  # exponential_decay: floor
-    gamma: Any = None  # 000 spelling of decay_rate (alone: a factor per step)
-    step_size: Any = None  # 000 spelling of decay_interval
-    final_lr_fraction: Any = None  # 000: final_lr as a fraction of init_lr (linear)
-    eta_min_fraction: Any = None  # 000: final_lr as a fraction of init_lr (cosine)
+# One field per interval key (core keys, every registered shape's keys, the other spellings),
+# each documented by the engine (the field's metadata["doc"]).
+IntervalConfig = make_dataclass(
+    "IntervalConfig",
+    [(key, Any, field(default=None, metadata={"doc": doc}))
+     for key, doc in interval_key_docs().items()],
+)  # fmt: skip
+IntervalConfig.__module__ = __name__
 
 
 @dataclass
