@@ -297,9 +297,6 @@ class LRController:
         if self._spec is None:  # fixed for the controller's life; huge presets are slow to dump
             self._spec = {n: s.to_spec() for n, s in self.schedules.items()}
         state: dict[str, Any] = {"fingerprint": self.fingerprint, "spec": self._spec}
-        entries = getattr(self.schedules, "stage_entries", None)
-        if entries:  # the curriculum's state holds them too; here for readers of the file
-            state["stage_entries"] = {int(k): int(v) for k, v in entries.items()}
         if self.guard is not None:
             state["kl_guard"] = self.guard.state_dict()
         return state

@@ -35,14 +35,14 @@ def expected_schedule(args, steps):
 
 
 def test_a_users_agent_and_curriculum_env_train_with_their_own_groups(tmp_path):
-    args = [*MY_RUN, "num_train_frames=2000"]
+    args = [*MY_RUN, "num_train_frames=1200"]
     done = run_cli(*args, run_dir=tmp_path, env=USER)
     assert done.returncode == 0, done.stderr[-3000:]
     assert result(tmp_path)["status"] == "completed"
     assert result(tmp_path)["stage_reached"] >= 1  # the corridor's set_difficulty was driven
     state = latest(tmp_path)
     saved = {n: o["param_groups"][0]["lr"] for n, o in state["agent"]["optimizers"].items()}
-    final = expected_schedule(args, [2000])
+    final = expected_schedule(args, [1200])
     assert saved == pytest.approx({n: final[n][0] for n in GROUPS}, rel=1e-9)
     # Every group's LR in TensorBoard, read from its optimizer, is the schedule's.
     for name in GROUPS:
@@ -56,13 +56,13 @@ def test_a_users_agent_and_curriculum_env_train_with_their_own_groups(tmp_path):
 def test_a_users_agent_resumes_after_kill9_to_the_uninterrupted_weights(tmp_path):
     # Fixed 40-step episodes (a corridor too long to finish, no curriculum), checkpoints every
     # 400 steps: each resume starts where an episode starts, so both runs see the same data.
-    args = [*MY_RUN, "num_train_frames=1600", "env.curriculum=false", "+env.kwargs.length=100"]
+    args = [*MY_RUN, "num_train_frames=1200", "env.curriculum=false", "+env.kwargs.length=100"]
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     assert run_cli(*args, run_dir=straight, env=USER).returncode == 0
     at_kill, _ = kill_then_rerun(*args, run_dir=killed, at_step=400, env=USER)
     killed_at = at_kill["global_step"]
-    assert killed_at < 1600
-    lrs = expected_schedule(args, [killed_at, 1600])
+    assert killed_at < 1200
+    lrs = expected_schedule(args, [killed_at, 1200])
     assert any(a != b for a, b in lrs.values()), "the LRs must move after the kill"
     a, b = latest(straight)["agent"], latest(killed)["agent"]
     for module in ("encoder", "actor", "critic", "critic_target"):

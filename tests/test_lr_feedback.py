@@ -156,7 +156,7 @@ def test_controller_enters_a_stage_and_writes_the_new_lr():
     assert held(opt)["actor"] == 1e-3
     ctl.apply(2_000)
     assert held(opt)["actor"] == 5e-4 and ctl.verify(2_000)["actor"] == 5e-4
-    assert ctl.state_dict()["stage_entries"] == {1: 2_000}
+    assert ctl.schedules.stage_entries == {1: 2_000}
     assert ctl.fingerprint == template.fingerprint
 
 

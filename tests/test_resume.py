@@ -35,7 +35,7 @@ LR_TAGS = tuple(f"lr_{n}" for n in NETWORKS)
 DRQV2 = [*TINY, "num_train_frames=2000"]
 CASES = [
     *[pytest.param(DRQV2, p, 1000, id=f"drqv2-{p}")
-      for p in ("aggressive_decay", "differential", "warmup_cosine")],
+      for p in ("differential", "warmup_cosine")],  # aggressive_decay: tests/test_run_state.py
     # The optimizer steps compiled, its LRs tensors the graphs read (the eager backend: the same
     # dynamo capture and guards as inductor, without a C++ build per process).
     pytest.param([*DRQV2, "compile=true", "agent.compile=eager"], "warmup_cosine", 1000,
@@ -178,14 +178,14 @@ def test_checkpoint_without_schedule_state_still_loads_and_continues(tmp_path):
 
 
 def test_a_checkpoint_of_a_newer_format_is_refused_by_name_and_left_as_it_is(tmp_path):
-    args = [*TINY, "num_train_frames=1000"]
+    args = [*TINY, "num_train_frames=600", "eval_every_frames=600"]
     assert run_cli(*args, run_dir=tmp_path).returncode == 0
     path = tmp_path / "checkpoints" / "latest.pt"
     state = checkpoint.load(path)
     state["format"] = checkpoint.FORMAT + 1  # as a later version would write it
     checkpoint.save_atomic(state, path)
     before = {p.name: p.read_bytes() for p in path.parent.iterdir()}
-    resumed = run_cli(*TINY, "num_train_frames=2000", run_dir=tmp_path)
+    resumed = run_cli(*args, "num_train_frames=1200", run_dir=tmp_path)
     assert resumed.returncode == 2
     last = resumed.stderr.strip().splitlines()[-1]
     assert f"checkpoint format {checkpoint.FORMAT + 1}" in last and "newer" in last, last

@@ -45,8 +45,9 @@ log = logging.getLogger("train")
 
 
 def total_steps(cfg: DictConfig) -> int:
-    """Run length in global steps (agent env steps, summed over parallel envs)."""
-    return int(cfg.num_train_frames) // int(cfg.action_repeat)
+    """Run length in global steps (agent env steps, summed over parallel envs): the engine's
+    `lr_scheduler.run_steps`, the one place it is computed (``${run_frac:}`` reads it too)."""
+    return lr_scheduler.run_steps(cfg)
 
 
 def curriculum_stages(cfg: DictConfig) -> int:
