@@ -33,15 +33,15 @@ LR_TAGS = tuple(f"lr_{n}" for n in NETWORKS)
 # Presets whose LRs still move after the first checkpoint (half of the DrQ-v2 run, a quarter of
 # the PPO run).
 DRQV2 = [*TINY, "num_train_frames=2000"]
+# One preset per loop and optimizer kind through the CLI; tests/test_run_state.py runs more
+# presets in-process (the LR of every optimizer step after a resume).
 CASES = [
-    *[pytest.param(DRQV2, p, 1000, id=f"drqv2-{p}")
-      for p in ("differential", "warmup_cosine")],  # aggressive_decay: tests/test_run_state.py
+    pytest.param(DRQV2, "differential", 1000, id="drqv2-differential"),
     # The optimizer steps compiled, its LRs tensors the graphs read (the eager backend: the same
     # dynamo capture and guards as inductor, without a C++ build per process).
     pytest.param([*DRQV2, "compile=true", "agent.compile=eager"], "warmup_cosine", 1000,
                  id="drqv2-compiled-warmup_cosine"),
-    *[pytest.param(TINY_PPO, p, 1500, id=f"ppo-{p}")
-      for p in ("warmup_cosine", "aggressive_decay", "exponential_smooth")],
+    pytest.param(TINY_PPO, "exponential_smooth", 1500, id="ppo-exponential_smooth"),
 ]  # fmt: skip
 
 
@@ -127,6 +127,8 @@ def test_a_signal_leaves_a_complete_checkpoint_and_the_run_resumes(tmp_path, sig
     stopped = json.loads((tmp_path / "result.json").read_text())  # what a sweep summary shows
     assert stopped["status"] == "preempted" and stopped["global_step"] == step
     assert stopped["error"].startswith(f"{signal.Signals(signum).name} at step {step}:")
+    if signum == signal.SIGINT:
+        return  # the same handler and checkpoint as SIGTERM: the resume is checked once
     again = run_cli(*args, run_dir=tmp_path)
     assert again.returncode == 0, again.stderr[-3000:]
     assert latest(tmp_path)["global_step"] == 3000
