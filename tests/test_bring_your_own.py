@@ -89,3 +89,12 @@ def test_an_agent_target_outside_the_contract_exits_2_naming_the_key(tmp_path, t
     assert f"agent._target_: {target}" in done.stderr or "agent._target_: cannot" in done.stderr
     assert words in done.stderr
     assert not (tmp_path / "checkpoints").exists()
+
+
+def test_a_curriculum_on_an_env_without_set_difficulty_exits_2_naming_the_key(tmp_path):
+    done = run_cli("env=pendulum", "env.curriculum=true", "num_train_frames=200",
+                   run_dir=tmp_path)  # fmt: skip
+    assert done.returncode == 2
+    last = done.stderr.strip().splitlines()[-1]
+    assert "env.curriculum: PendulumEnv (Pendulum-v1) has no set_difficulty" in last, last
+    assert not (tmp_path / "checkpoints" / "latest.pt").exists()
