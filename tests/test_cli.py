@@ -6,6 +6,7 @@ import textwrap
 
 import pytest
 from cli import ROOT, TINY, latest, optimizer_lrs, run_cli, scalars
+from helpers import NO_ENV
 
 import lr_scheduler as L
 import training.schema as config_schema
@@ -14,7 +15,6 @@ from training.workspace import compose_config
 
 PRESETS = sorted(p.stem for p in (ROOT / "cfgs" / "lr_schedule").glob("*.yaml"))
 DEFAULT_FRAMES = config_schema.TrainConfig.num_train_frames
-NO_ENV = "env.id=DoesNotExist-v0"  # a run that built the env would fail on this id
 
 
 def composed(*overrides: str):

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import compiled_graphs
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
@@ -342,12 +343,6 @@ def test_random_shifts_replicate_the_border():
     assert drawn.min() == -2 and drawn.max() == 2
 
 
-def _compiled_graphs() -> int:
-    from torch._dynamo.utils import counters
-
-    return int(counters["stats"]["unique_graphs"])
-
-
 def test_compiled_update_does_not_recompile_when_the_lr_or_noise_changes():
     torch._dynamo.reset()
     torch.manual_seed(0)
@@ -355,12 +350,12 @@ def test_compiled_update_does_not_recompile_when_the_lr_or_noise_changes():
     assert all(isinstance(o.param_groups[0]["lr"], torch.Tensor) for o in agent.optimizers.values())
     batch = random_batch(SMALL_PIXELS, size=8)
     agent.update(batch, step=0)
-    graphs = _compiled_graphs()
+    graphs = compiled_graphs()
     for step in range(1, 40):  # a new LR and a new noise scale (linear schedule) every update
         for optimizer in agent.optimizers.values():
             optimizer.param_groups[0]["lr"].fill_(1e-3 / step)
         agent.update(batch, step=step)
-    assert _compiled_graphs() == graphs
+    assert compiled_graphs() == graphs
     # The LR written in place is the one the compiled step uses: Adam moves weights by ~lr.
     # (Schedules never produce 0, which the tensor-LR Adam would turn into NaN.)
     agent.optimizers["actor"].param_groups[0]["lr"].fill_(1e-9)
@@ -368,7 +363,7 @@ def test_compiled_update_does_not_recompile_when_the_lr_or_noise_changes():
     agent.update(batch, step=40)
     moved = max((a - b).abs().max() for a, b in zip(before, params_of(agent, "actor"), strict=True))
     assert 0 < moved < 1e-8
-    assert _compiled_graphs() == graphs
+    assert compiled_graphs() == graphs
 
 
 def test_compiled_agent_keeps_its_lr_tensors_through_load_state_dict():

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from helpers import named_group_optimizer
 
 import lr_scheduler as L
 
@@ -23,11 +24,6 @@ def three_optimizers(lr=3e-4):
     nets = {n: torch.nn.Linear(2, 2) for n in L.NETWORKS}
     own = (lambda: lr.clone()) if isinstance(lr, torch.Tensor) else (lambda: lr)
     return {n: torch.optim.Adam(m.parameters(), lr=own()) for n, m in nets.items()}
-
-
-def named_group_optimizer(lr=3e-4):
-    groups = [{"params": torch.nn.Linear(2, 2).parameters(), "name": n} for n in L.NETWORKS]
-    return torch.optim.Adam(groups, lr=lr)
 
 
 def test_one_optimizer_per_network():

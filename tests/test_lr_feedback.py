@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 
 import pytest
-import torch
+from helpers import named_group_optimizer
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_lr_properties import interval_lists
@@ -20,11 +20,6 @@ STAGED = {
         {"start": {"stage": 3}, "lr": 1e-4},
     ]},
 }  # fmt: skip
-
-
-def named_group_optimizer(lr=3e-4):
-    groups = [{"params": torch.nn.Linear(2, 2).parameters(), "name": n} for n in L.NETWORKS]
-    return torch.optim.Adam(groups, lr=lr)
 
 
 def held(opt) -> dict[str, float]:

@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import pytest
 from cli import TINY, TINY_PPO, kill_then_rerun, latest, optimizer_lrs, result, run_cli, scalars
+from helpers import NO_ENV
 from test_run_state import FAST_CURRICULUM, record_updates
 
 from training.workspace import workspace_from_overrides
-
-NO_ENV = "env.id=DoesNotExist-v0"  # a run that built the env would fail on this id
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 from cli import scalars
+from helpers import compiled_graphs
 
 from agents.ppo import PPOAgent
 from agents.ppo_networks import GRUPolicy
@@ -251,12 +252,6 @@ def test_gru_minibatches_hold_whole_sequences():
         assert seqs["hidden"][s, 0] == ids[0]  # the state stored before the sequence's first step
 
 
-def _compiled_graphs() -> int:
-    from torch._dynamo.utils import counters
-
-    return int(counters["stats"]["unique_graphs"])
-
-
 def test_compiled_update_does_not_recompile_when_the_lr_changes(tmp_path):
     # The eager backend keeps the test fast; recompiles are decided by dynamo's guards, which are
     # the same for every backend (compile=true uses inductor: see LR_SCHEDULING.md for timings).
@@ -268,7 +263,7 @@ def test_compiled_update_does_not_recompile_when_the_lr_changes(tmp_path):
     )  # fmt: skip
     graphs, lrs = [], []
     for _ in ws.steps():
-        graphs.append(_compiled_graphs())
+        graphs.append(compiled_graphs())
         actor = next(g for g in ws.agent.optimizer.param_groups if g["name"] == "actor")
         lrs.append(float(actor["lr"]))  # the tensor the compiled step reads
     assert len(set(lrs)) == len(lrs) == 8  # a new LR at every update
