@@ -3,18 +3,18 @@
 A run's life, in the order `Workspace.__init__` does it (the loops only add their envs, agent
 and storage in `build`):
 
-1. read ``checkpoints/latest.pt`` if the run dir has one, and check its schedule against this
-   run's (a refused resume stops here, before anything is built or written);
+1. open the run's checkpoint, if the run dir has one, and check it against this run
+   (`training.state.RunState.open`: a refused resume stops here, before anything is built);
 2. seed, then build envs, agent and storage (`build`, per loop);
-3. restore everything that must survive a stop, in one place (`_restore`): the components
-   (agent with its optimizers, replay, curriculum), RNG states, counters, result bookkeeping,
-   and where TensorBoard must cut the interrupted run's tail;
-4. only then bind the LR controller to the agent's optimizers and write the LRs for the step;
-5. open TensorBoard (purging the tail the checkpoint does not cover).
+3. put back everything that must survive a stop, in one place (`RunState.restore`): the
+   components, RNG states, counters and result, then the LR controller over the restored
+   optimizers with its schedule and KL-guard state; it returns where TensorBoard must cut the
+   interrupted run's tail (a fresh run only binds the controller);
+4. write the LRs for the step, open TensorBoard.
 
-A checkpoint is `checkpoint_state()`: every component of `components()` by name, plus the
-counters and bookkeeping. A loop that adds a component (a replay buffer) adds it to
-`components()`, and both saving and restoring follow.
+A checkpoint is `RunState.capture` of the workspace: every component of `components()` by
+name, plus the counters and bookkeeping. A loop that adds a component (a replay buffer) adds it
+to `components()`, and both saving and restoring follow.
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ import logging
 import math
 import os
 import random
-import shutil
 import signal
 import threading
 import time
@@ -40,6 +39,9 @@ from omegaconf import DictConfig, OmegaConf
 import lr_scheduler
 from lr_scheduler import ScheduleSet
 from training import checkpoint
+from training.state import ResumeRefused, RunState, state_bytes
+
+__all__ = ["ResumeRefused"]  # raised by RunState; train_curriculum and tests catch it from here
 
 log = logging.getLogger("train")
 
@@ -117,31 +119,6 @@ def write_result(run_dir: Path, result: Mapping[str, Any]) -> None:
     tmp.replace(path)
 
 
-# Settings that make a run what it is: resuming under other values mixes two experiments.
-RUN_IDENTITY = ("seed", "env", "agent", "replay", "curriculum", "action_repeat")
-
-
-def _diff(old: Any, new: Any, path: str) -> str:
-    """The first key path where two plain configs differ, with both values."""
-    if isinstance(old, Mapping) and isinstance(new, Mapping):
-        for key in sorted(set(old) | set(new), key=str):
-            if old.get(key) != new.get(key):
-                return _diff(old.get(key), new.get(key), f"{path}.{key}")
-    return f"{path}: {old!r} -> {new!r}"
-
-
-def _identity(value: Any) -> Any:
-    """A setting as far as it makes the run what it is: a curriculum's expected stage entries
-    only inform the preview."""
-    if isinstance(value, Mapping) and "expected_entry_fracs" in value:
-        return {k: v for k, v in value.items() if k != "expected_entry_fracs"}
-    return value
-
-
-class ResumeRefused(RuntimeError):
-    """The run dir holds a run this one must not continue or replace; nothing was changed."""
-
-
 class Preempted(Exception):
     """SIGTERM/SIGINT arrived; a checkpoint has been written."""
 
@@ -170,17 +147,6 @@ def check_finite(metrics: Mapping[str, float], step: int) -> None:
         raise Diverged(f"diverged at step {step}: {', '.join(bad)}")
 
 
-def _tensors(state: Any) -> Iterator[torch.Tensor]:
-    if isinstance(state, torch.Tensor):
-        yield state
-    elif isinstance(state, Mapping):
-        for value in state.values():
-            yield from _tensors(value)
-    elif isinstance(state, list | tuple):
-        for value in state:
-            yield from _tensors(value)
-
-
 def crossed(before: int, after: int, every: int) -> bool:
     """True when a multiple of ``every`` lies in ``(before, after]``."""
     return after // every > before // every
@@ -204,9 +170,9 @@ class Workspace:
         self.run_dir = run_dir
         self.schedules = schedules
         self.total_steps = total_steps(cfg)
-        self.ckpt_path = run_dir / "checkpoints" / "latest.pt"
-        self._plain_config = OmegaConf.to_container(cfg, resolve=False)
-        state = self._load_checkpoint()  # a refused resume raises here, before anything exists
+        self.run_state = RunState(cfg, run_dir, schedules)
+        self.ckpt_path = self.run_state.path
+        state = self.run_state.open()  # a refused resume raises here, before anything exists
         torch.set_num_threads(cfg.num_threads)
         seed_everything(cfg.seed)
         if OmegaConf.select(cfg, "agent.compile", default=False):
@@ -223,9 +189,12 @@ class Workspace:
             self.result.update(stage_entry_steps=[0], stage_entry_seconds=[0.0])
         self.build()
         self._check_curriculum_env()
-        self._probe_outputs()
-        purge_step = self._restore(state) if state is not None else None
-        self.lr = self._bind_lr(state)
+        self.run_state.probe(self.checkpoint_bytes())
+        purge_step = None
+        if state is not None:
+            purge_step = self.run_state.restore(self, state)  # everything, in one place
+        else:
+            self.lr = self.bind_lr()
         self.lr.apply(self.global_step)
         # Steps at which some LR jumps: the loops log the LRs there (stage entries add theirs).
         self.lr_marks = [b for b in self.lr.schedules.boundaries() if b > self.global_step]
@@ -274,104 +243,17 @@ class Workspace:
 
     # ----------------------------------------------------------------------- run state
 
-    def _load_checkpoint(self) -> dict[str, Any] | None:
-        """The checkpoint to resume from (``latest.pt``, else ``previous.pt``), checked against
-        this run; None for a fresh start. Raises `ResumeRefused` (nothing touched) when the dir
-        holds a run this one must not silently continue or replace."""
-        ckpt_dir = self.ckpt_path.parent
-        holds_run = self.ckpt_path.exists() or checkpoint.previous_path(self.ckpt_path).exists()
-        if not self.cfg.resume.enabled or self.cfg.resume.overwrite:
-            if holds_run and not self.cfg.resume.overwrite:
-                raise ResumeRefused(
-                    f"{self.run_dir} holds a run (checkpoints/ in it) and resume.enabled=false: "
-                    "pass resume.overwrite=true to delete its checkpoints, TensorBoard events "
-                    "and result.json and start over, or pick another hydra.run.dir"
-                )
-            if holds_run:
-                log.warning("resume.overwrite=true: deleting the run in %s", self.run_dir)
-                shutil.rmtree(ckpt_dir, ignore_errors=True)
-                shutil.rmtree(self.run_dir / "tb", ignore_errors=True)
-                (self.run_dir / "result.json").unlink(missing_ok=True)
-            return None
-        if ckpt_dir.exists() and not ckpt_dir.is_dir():
-            raise ResumeRefused(f"{ckpt_dir} is not a directory; move it away to continue")
-        if not holds_run:
-            return None
-        checkpoint.remove_stale_temporaries(ckpt_dir)
-        problems = []
-        for path in (self.ckpt_path, checkpoint.previous_path(self.ckpt_path)):
-            if not path.exists():
-                continue
-            try:
-                state = checkpoint.load(path)
-            except checkpoint.NewerFormat as err:  # not damage: falling back would lose work
-                raise ResumeRefused(str(err)) from None
-            except checkpoint.CheckpointError as err:
-                problems.append(str(err))
-                log.warning("%s; trying the previous checkpoint", err)
-                continue
-            self._check_fits(state, path)
-            if problems:
-                log.warning("resuming from the previous checkpoint %s", path)
-            log.info("resuming from %s at global step %d", path, state["global_step"])
-            return state
-        raise ResumeRefused(
-            "no checkpoint in this run dir can be read: " + "; ".join(problems) + ". Pass "
-            "resume.overwrite=true to start over here, or pick another hydra.run.dir"
-        )
-
-    def _check_fits(self, state: dict[str, Any], path: Path) -> None:
-        """Refuse a checkpoint written by a different kind of run (agent, env, seed, ...)."""
-        saved = state.get("config") or {}
-        current = self._plain_config
-        saved_agent = (saved.get("agent") or {}).get("_target_")
-        agent = current["agent"]["_target_"]
-        if saved_agent and saved_agent != agent:
-            raise ResumeRefused(
-                f"{path} was written by agent {saved_agent} while this run is agent {agent}: "
-                "a checkpoint of another agent cannot be resumed. Pick another hydra.run.dir"
-            )
-        changed = [
-            k
-            for k in RUN_IDENTITY
-            if k in saved and _identity(saved.get(k)) != _identity(current.get(k))
-        ]
-        if changed and not self.cfg.resume.allow_config_change:
-            diff = "; ".join(_diff(saved.get(k), current.get(k), k) for k in changed)
-            raise ResumeRefused(
-                f"this run's settings differ from the checkpoint's ({diff}). Pass "
-                "resume.allow_config_change=true to resume anyway, or pick another hydra.run.dir"
-            )
-        lr_scheduler.check_schedule_state(
-            self.schedules, state.get("lr_schedule"), self.cfg.resume.allow_schedule_change
-        )
-
-    def _restore(self, state: dict[str, Any]) -> int:
-        """Put everything a checkpoint holds back; returns the step TensorBoard purges from."""
-        for name, part in self.components().items():
-            if state.get(name) is not None:
-                part.load_state_dict(state[name])
-        if state.get("rng"):
-            checkpoint.set_rng_state(state["rng"])
-        self.global_step = int(state["global_step"])
-        self.episode = int(state.get("episode", 0))
-        self.result.update(state.get("result") or {})
-        return int(state.get("tb_purge_step", self.global_step))
-
-    def _bind_lr(self, state: dict[str, Any] | None) -> lr_scheduler.LRController:
-        """The LR controller over the restored optimizers: stage starts resolved at the stage
-        entries the restored curriculum recorded, the KL guard's scale as checkpointed."""
+    def bind_lr(self) -> lr_scheduler.LRController:
+        """The LR controller over the agent's optimizers (`agents.base.Agent.optimizers`),
+        stage starts resolved at the stage entries the curriculum recorded (restored first,
+        on a resume)."""
         schedules = self.schedules
         if self.curriculum is not None and schedules.stages_used:
             schedules = schedules.at_stages({
                 e.stage: e.global_step for e in self.curriculum.stage_history
                 if e.stage > 0 and e.global_step is not None
             })  # fmt: skip
-        controller = lr_scheduler.LRController(schedules, self.agent.optimizers)
-        if state is not None:  # the one path that restores schedule and guard state
-            allow = self.cfg.resume.allow_schedule_change
-            controller.load_state_dict(state.get("lr_schedule"), allow_change=allow)
-        return controller
+        return lr_scheduler.LRController(schedules, self.agent.optimizers)
 
     def bookkeeping(self) -> dict[str, Any]:
         """What changes outside the networks while the agent acts (episodes, curriculum, RNG,
@@ -389,62 +271,25 @@ class Workspace:
     def checkpoint_state(
         self, purge_from: int, bookkeeping: dict[str, Any] | None = None
     ) -> dict[str, Any]:
-        """Everything needed to continue from ``global_step``; ``purge_from`` is the first step
-        whose TensorBoard events this state does not account for (a resume hides them), and
-        ``bookkeeping`` (from `bookkeeping`) an earlier moment's, for a loop that drops work
-        done since. The optimizers are given the LRs of ``global_step`` first, so the
-        checkpoint holds the LRs its step continues with."""
-        self.lr.apply(self.global_step)
-        return {
-            "global_step": self.global_step,
-            **{name: part.state_dict() for name, part in self.components().items()},
-            **(bookkeeping or self.bookkeeping()),
-            "lr_schedule": self.lr.state_dict(),
-            "tb_purge_step": purge_from,
-            "config": self._plain_config,
-        }
+        """The checkpoint of this moment (`training.state.RunState.capture`)."""
+        return self.run_state.capture(self, purge_from, bookkeeping)
 
     def save(self, state: dict[str, Any]) -> None:
         """Write ``state`` (from `checkpoint_state`) atomically to ``checkpoints/latest.pt``; the
         one before becomes ``previous.pt``. A state with NaN/inf is not written: `Diverged`."""
         self.telemetry.flush()  # events up to here are durable before the checkpoint says so
         try:
-            checkpoint.save_atomic(state, self.ckpt_path)
+            self.run_state.write(state)
         except checkpoint.NonFiniteState as err:
             raise Diverged(f"diverged by step {state['global_step']}: {err}") from None
 
     def checkpoint_bytes(self) -> int:
         """A generous estimate of one checkpoint's size: the agent's tensors three times over
         (weights and two Adam moments), plus what `components` add (`extra_checkpoint_bytes`)."""
-        agent = sum(t.numel() * t.element_size() for t in _tensors(self.agent.state_dict()))
-        return 3 * agent + self.extra_checkpoint_bytes() + (1 << 20)
+        return 3 * state_bytes(self.agent.state_dict()) + self.extra_checkpoint_bytes() + (1 << 20)
 
     def extra_checkpoint_bytes(self) -> int:
         return 0
-
-    def _probe_outputs(self) -> None:
-        """Fail now, not at the first checkpoint hours later: the checkpoint dir is writable
-        and has room for a checkpoint."""
-        ckpt_dir = self.ckpt_path.parent
-        try:
-            ckpt_dir.mkdir(parents=True, exist_ok=True)
-            probe = ckpt_dir / f".probe-{os.getpid()}"
-            probe.write_bytes(b"x")
-            probe.unlink()
-        except OSError as err:
-            raise ResumeRefused(
-                f"cannot write checkpoints to {ckpt_dir} ({err.strerror or err}); fix the "
-                "permissions or pick another hydra.run.dir"
-            ) from None
-        need = self.checkpoint_bytes()
-        free = shutil.disk_usage(ckpt_dir).free
-        if free < need:
-            raise ResumeRefused(
-                f"{ckpt_dir} has {free / 2**20:.0f} MiB free, and a checkpoint of this run "
-                f"needs about {need / 2**20:.0f} MiB (networks, optimizer moments, replay "
-                "buffer at capacity): free some space, lower replay.capacity, or pick another "
-                "hydra.run.dir"
-            )
 
     # ----------------------------------------------------------------------- signals
 
