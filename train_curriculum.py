@@ -29,6 +29,7 @@ from omegaconf import DictConfig, OmegaConf
 import lr_scheduler
 from envs.suites import MissingExtra, check_extras
 from lr_scheduler import ScheduleError, ScheduleSet
+from training.build import make_workspace
 from training.checks import ConfigError, check_run_config
 from training.run import (
     Preempted,
@@ -39,7 +40,6 @@ from training.run import (
     write_result,
 )
 from training.rundir import RunDirBusy, RunLock
-from training.workspace import make_workspace
 
 log = logging.getLogger("train")
 
@@ -243,7 +243,7 @@ if __name__ == "__main__":
         # Hydra exits 1 when the schema refuses a preset; say which key path, as for overrides.
         args = sys.argv[1:]
         if stop.code == 1 and not any(a.startswith("-") for a in args):
-            from training.workspace import explain_rejected_config
+            from training.build import explain_rejected_config
 
             if (message := explain_rejected_config(args)) is not None:
                 print(f"error: {message}", file=sys.stderr)

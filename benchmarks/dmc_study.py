@@ -51,7 +51,7 @@ def run(experiment: str, task: str, seed: int, frames: int, extra: list[str]) ->
     import torch
     from cli import scalars
 
-    from training.workspace import workspace_from_overrides
+    from training.build import workspace_from_overrides
 
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(1)
@@ -73,7 +73,7 @@ def cost(steps: int, extra: list[str]) -> None:
     """Time env steps (physics + render) and updates of a pixel run apart."""
     import torch
 
-    from training.workspace import workspace_from_overrides
+    from training.build import workspace_from_overrides
 
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(1)

@@ -26,8 +26,8 @@ from omegaconf import OmegaConf  # noqa: E402
 
 import lr_preview  # noqa: E402
 import lr_scheduler  # noqa: E402
+from training.build import compose_config  # noqa: E402
 from training.run import compile_run_schedules, total_steps  # noqa: E402
-from training.workspace import compose_config  # noqa: E402
 
 TARGETS = {"compile": 2.0, "plot": 5.0}
 

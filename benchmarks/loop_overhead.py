@@ -27,8 +27,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from training.run import Workspace  # noqa: E402
-from training.workspace import workspace_from_overrides  # noqa: E402
+from training.build import workspace_from_overrides  # noqa: E402
+from training.workspace import Workspace  # noqa: E402
 
 
 def workspace(preset: str, frames: int, workdir: Path) -> Workspace:

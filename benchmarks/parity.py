@@ -77,7 +77,7 @@ def run_ours(task: str, seed: int, steps: int, extra: tuple[str, ...]) -> dict:
 
 
 def our_workspace(task: str, seed: int, steps: int, extra: tuple[str, ...], run_dir: Path):
-    from training.workspace import workspace_from_overrides
+    from training.build import workspace_from_overrides
 
     overrides = [
         "experiment=ppo_mujoco", f"env.id={task}", f"seed={seed}", f"num_train_frames={steps}",

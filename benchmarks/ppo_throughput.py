@@ -36,7 +36,7 @@ LR = 2.5e-4
 
 
 def our_workspace(steps: int, seed: int, run_dir: Path, extra: tuple[str, ...] = ()):
-    from training.workspace import workspace_from_overrides
+    from training.build import workspace_from_overrides
 
     anneal = []  # every network: linear from lr to 0.001 x lr over the run
     for net in ("encoder", "actor", "critic"):

@@ -40,7 +40,7 @@ ARMS = ("constant", "stage_based", "stage_based_fixed")
 def run(arm: str, seed: int, cap: int) -> dict:
     import torch
 
-    from training.workspace import workspace_from_overrides
+    from training.build import workspace_from_overrides
 
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(1)

@@ -55,7 +55,7 @@ def run(setting: list[str], arm: str, seed: int, steps: int) -> dict[str, float]
     import torch
     from cli import scalars
 
-    from training.workspace import workspace_from_overrides
+    from training.build import workspace_from_overrides
 
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(1)

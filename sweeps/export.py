@@ -153,7 +153,7 @@ def header(facts, trial, name: str, absolute: bool, others: list[str]) -> str:
 
 
 def compose(overrides: list[str], folder: Path | None):
-    from training.workspace import compose_config
+    from training.build import compose_config
 
     extra = [] if folder is None else [f"hydra.searchpath=[file://{folder.resolve()}]"]
     return compose_config([*overrides, *extra])

@@ -1,6 +1,6 @@
 """A search job's link to its Optuna trial: report each evaluation, learn whether to stop.
 
-`training.run.Workspace.evaluate` calls `TrialReporter.report` after every evaluation of a job
+`training.workspace.Workspace.evaluate` calls `TrialReporter.report` after every evaluation of a job
 the sweeper launched (``search.storage`` set). A trial with several seeds runs one job per seed,
 in parallel where the launcher allows; the trial is judged on its mean, so:
 

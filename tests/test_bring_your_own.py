@@ -9,8 +9,8 @@ import pytest
 import torch
 from cli import ROOT, kill_then_rerun, latest, result, run_cli, scalars
 
+from training.build import compose_config
 from training.run import compile_run_schedules
-from training.workspace import compose_config
 
 USER = {"PYTHONPATH": str(ROOT / "examples")}  # the user's package is importable, nothing more
 SEARCHPATH = f"hydra.searchpath=[file://{ROOT / 'examples' / 'cfgs'}]"

@@ -10,8 +10,8 @@ from helpers import NO_ENV
 
 import lr_scheduler as L
 import training.schema as config_schema
+from training.build import compose_config
 from training.run import compile_run_schedules
-from training.workspace import compose_config
 
 PRESETS = sorted(p.stem for p in (ROOT / "cfgs" / "lr_schedule").glob("*.yaml"))
 DEFAULT_FRAMES = config_schema.TrainConfig.num_train_frames

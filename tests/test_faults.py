@@ -12,9 +12,9 @@ import torch
 from cli import TINY, finished_run, latest, result, run_cli, start_cli
 
 from training import checkpoint
+from training.build import compose_config, workspace_from_overrides
 from training.checks import ConfigError, check_run_config
 from training.run import Diverged
-from training.workspace import compose_config, workspace_from_overrides
 
 SHORT = [*TINY, "num_train_frames=1000", "checkpoint_every_frames=500"]
 

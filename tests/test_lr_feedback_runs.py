@@ -12,7 +12,7 @@ from cli import TINY, TINY_PPO, kill_then_rerun, latest, optimizer_lrs, result, 
 from helpers import NO_ENV
 from test_run_state import FAST_CURRICULUM, record_updates
 
-from training.workspace import workspace_from_overrides
+from training.build import workspace_from_overrides
 
 
 @pytest.fixture
@@ -177,8 +177,8 @@ THROUGH_THE_CLI = ("stage_without_curriculum", "guard_on_drqv2")  # the rest: th
 @pytest.mark.parametrize("case", [c for c in BAD_RUNS if c not in THROUGH_THE_CLI])
 def test_bad_stage_starts_and_guards_are_refused_by_the_run_compile_path(case):
     from lr_scheduler import ScheduleError
+    from training.build import compose_config
     from training.run import compile_run_schedules
-    from training.workspace import compose_config
 
     overrides, path, words = BAD_RUNS[case]
     with pytest.raises(ScheduleError) as err:

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 import lr_scheduler as L
+from training.build import compose_config
 from training.run import compile_run_schedules
-from training.workspace import compose_config
 
 ROOT = Path(__file__).resolve().parents[1]
 PRESETS = sorted(p.stem for p in (ROOT / "cfgs" / "lr_schedule").glob("*.yaml"))

@@ -16,8 +16,8 @@ from cli import run_cli
 import lr_scheduler as L
 from lr_preview import plot_lr_schedule, plot_schedules
 from training import schema
+from training.build import compose_config
 from training.run import compile_run_schedules
-from training.workspace import compose_config
 
 RUN = 100_000  # default num_train_frames (action_repeat 1): global steps of a run
 BASE = 1e-4  # default lr

@@ -13,7 +13,7 @@ import torch
 
 from agents.normalization import EPS, RewardScaler, RunningMeanStd
 from envs.factory import make_vector_env
-from training.workspace import workspace_from_overrides
+from training.build import workspace_from_overrides
 
 NORMALISED_PPO = [
     "agent=ppo", "env=cartpole", "agent.norm_obs=true", "agent.norm_reward=true",

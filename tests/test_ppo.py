@@ -18,8 +18,8 @@ from helpers import compiled_graphs
 
 from agents.ppo import PPOAgent
 from agents.ppo_networks import GRUPolicy
+from training.build import workspace_from_overrides
 from training.onpolicy import OnPolicyWorkspace, Rollout
-from training.workspace import workspace_from_overrides
 
 SMALL = ["agent.num_steps=32", "progress=lines", "resume.enabled=false"]
 

@@ -20,8 +20,8 @@ from cli import (
 )
 
 from training import checkpoint
+from training.build import compose_config
 from training.run import compile_run_schedules
-from training.workspace import compose_config
 
 # Rollouts of 4 x 64 = 256 steps; a warmup then cosine LR that changes at every rollout.
 PPO = [

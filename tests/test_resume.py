@@ -26,8 +26,8 @@ from cli import (
 )
 
 from training import checkpoint
+from training.build import compose_config
 from training.run import compile_run_schedules
-from training.workspace import compose_config
 
 LR_TAGS = tuple(f"lr_{n}" for n in NETWORKS)
 # Presets whose LRs still move after the first checkpoint (half of the DrQ-v2 run, a quarter of

@@ -10,8 +10,8 @@ import pytest
 from cli import TINY, TINY_PPO, latest
 
 from lr_scheduler import LRMismatchError
+from training.build import workspace_from_overrides
 from training.run import Preempted
-from training.workspace import workspace_from_overrides
 
 FAST_CURRICULUM = ["curriculum.min_episodes=1", "curriculum.window=1"]
 

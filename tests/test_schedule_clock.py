@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from cli import TINY
 
-from training.workspace import workspace_from_overrides
+from training.build import workspace_from_overrides
 
 # DrQ-v2: 300 steps, updates from step 100; PPO: 512 steps. A warmup then a cosine decay, so the
 # LR differs at almost every step.

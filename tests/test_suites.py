@@ -15,8 +15,8 @@ from cli import ROOT, TINY, latest, optimizer_lrs, result, run_cli, scalars
 
 from envs.factory import make_env
 from envs.suites import FrameStack, PixelObservation
+from training.build import compose_config
 from training.run import compile_run_schedules
-from training.workspace import compose_config
 
 DMC_CARTPOLE = {"suite": "dmc", "id": "dmc/cartpole-swingup", "domain": "cartpole",
                 "task": "swingup", "curriculum": False}  # fmt: skip

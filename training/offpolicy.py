@@ -16,7 +16,8 @@ import hydra
 import numpy as np
 import torch
 
-from training.run import Workspace, check_finite
+from training.run import check_finite
+from training.workspace import Workspace
 
 
 class OffPolicyWorkspace(Workspace):

@@ -1,6 +1,6 @@
 """The on-policy loop (PPO): rollouts from vector envs, GAE, update, logging, checkpoints.
 
-`training.workspace.make_workspace` picks it for `agents.base.OnPolicyAgent` subclasses:
+`training.build.make_workspace` picks it for `agents.base.OnPolicyAgent` subclasses:
 
     python train_curriculum.py agent=ppo env=cartpole lr_schedule=warmup_cosine
 
@@ -25,7 +25,8 @@ import hydra
 import numpy as np
 import torch
 
-from training.run import Workspace, check_finite, crossed
+from training.run import check_finite, crossed
+from training.workspace import Workspace
 
 log = logging.getLogger("train")
 

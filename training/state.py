@@ -35,7 +35,7 @@ from lr_scheduler import ScheduleSet
 from training import checkpoint
 
 if TYPE_CHECKING:
-    from training.run import Workspace
+    from training.workspace import Workspace
 
 log = logging.getLogger("train")
 
