@@ -30,16 +30,16 @@ from training.build import compose_config
 from training.run import compile_run_schedules
 
 LR_TAGS = tuple(f"lr_{n}" for n in NETWORKS)
-# Presets whose LRs still move after the first checkpoint (half of the DrQ-v2 run, a quarter of
+# Presets whose LRs still move after the first checkpoint (a third of the DrQ-v2 run, a quarter of
 # the PPO run).
-DRQV2 = [*TINY, "num_train_frames=2000"]
+DRQV2 = [*TINY, "num_train_frames=1200", "checkpoint_every_frames=400"]  # 200-step episodes
 # One preset per loop and optimizer kind through the CLI; tests/test_run_state.py runs more
 # presets in-process (the LR of every optimizer step after a resume).
 CASES = [
-    pytest.param(DRQV2, "differential", 1000, id="drqv2-differential"),
+    pytest.param(DRQV2, "differential", 400, id="drqv2-differential"),
     # The optimizer steps compiled, its LRs tensors the graphs read (the eager backend: the same
     # dynamo capture and guards as inductor, without a C++ build per process).
-    pytest.param([*DRQV2, "compile=true", "agent.compile=eager"], "warmup_cosine", 1000,
+    pytest.param([*DRQV2, "compile=true", "agent.compile=eager"], "warmup_cosine", 400,
                  id="drqv2-compiled-warmup_cosine"),
     pytest.param(TINY_PPO, "exponential_smooth", 1500, id="ppo-exponential_smooth"),
 ]  # fmt: skip
