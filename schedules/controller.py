@@ -204,7 +204,7 @@ class LRController:
     def _bind_groups(self) -> None:
         """(Re)find the group dicts to write; the next :meth:`apply` writes every one."""
         groups = self._groups()
-        tensor_owner: dict[int, str] = {}
+        tensor_owner: dict[int, tuple[_Binding, str]] = {}  # LR tensor -> who writes it
         for binding in self._bindings:
             binding.float_groups, binding.tensor_groups = [], []
             for name in binding.networks:
@@ -215,8 +215,8 @@ class LRController:
                     if not isinstance(lr, torch.Tensor):
                         binding.float_groups.append(group)
                         continue
-                    other = tensor_owner.setdefault(id(lr), name)
-                    if other != name and binding.networks != groups_of(self._bindings, other):
+                    writer, other = tensor_owner.setdefault(id(lr), (binding, name))
+                    if writer is not binding:  # another schedule writes the same tensor
                         raise ScheduleError(
                             f"lr_schedule.{name}",
                             f"its param groups and {other}'s hold one and the same LR tensor "
@@ -314,11 +314,6 @@ class LRController:
         if self.guard is not None and state and state.get("kl_guard"):
             self.guard.load_state_dict(state["kl_guard"])
         self._bind_groups()
-
-
-def groups_of(bindings: Sequence[_Binding], name: str) -> list[str]:
-    """The networks bound together with ``name`` (one schedule written once for all)."""
-    return next(b.networks for b in bindings if name in b.networks)
 
 
 def _segments(schedule: Schedule) -> list[_Segment]:
