@@ -54,13 +54,10 @@ from schedules.intervals import (
 from schedules.killswitch import DISABLE_ENV_VAR
 from schedules.knobs import DEFAULT_WARMUP_INIT, warmup_length, with_warmup
 from schedules.model import NETWORKS, Schedule
-from schedules.resolvers import run_steps
-from schedules.schedule_set import ScheduleSet
-from schedules.shapes import (
+from schedules.registry import (
     DEFAULT_DECAY_STEPS,
     DEFAULT_LAST_FINAL_FACTOR,
     DEFAULT_TYPE,
-    INTERVAL_TYPES,
     SHAPES,
     TYPE_ALIASES,
     WARMUP_CHORDS,
@@ -70,6 +67,9 @@ from schedules.shapes import (
     Shape,
     register,
 )
+from schedules.resolvers import run_steps
+from schedules.schedule_set import ScheduleSet
+from schedules.shapes import INTERVAL_TYPES
 
 
 def __getattr__(name: str):

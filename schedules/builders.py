@@ -13,7 +13,7 @@ from typing import Any
 from schedules.errors import ScheduleError, _lr, _number, _step
 from schedules.intervals import _compile_network
 from schedules.model import Schedule
-from schedules.shapes import Interval
+from schedules.registry import Interval
 
 
 def warmup_decay(

@@ -20,7 +20,7 @@ from schedules.errors import ScheduleError, ScheduleMismatchError
 from schedules.guard import KLGuard
 from schedules.killswitch import DISABLE_ENV_VAR, _is_disabled
 from schedules.model import Schedule, _fingerprint
-from schedules.shapes import Interval
+from schedules.registry import Interval
 
 log = logging.getLogger("lr_scheduler")  # one logger for the engine, whatever module
 

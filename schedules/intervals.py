@@ -21,7 +21,7 @@ from schedules.errors import (
     _step,
 )
 from schedules.model import Schedule
-from schedules.shapes import (
+from schedules.registry import (
     DEFAULT_LAST_FINAL_FACTOR,
     DEFAULT_TYPE,
     SHAPES,

@@ -9,7 +9,7 @@ from typing import Any
 
 from schedules.errors import ScheduleError, _fraction, _step
 from schedules.model import Schedule
-from schedules.shapes import Interval, _interval_type
+from schedules.registry import Interval, _interval_type
 
 DEFAULT_WARMUP_INIT = 0.01  # a warmup starts at this fraction of the schedule's LR
 

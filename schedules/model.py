@@ -1,5 +1,5 @@
 """The schedule model: the immutable :class:`Schedule` (a contiguous list of
-:class:`~schedules.shapes.Interval`) and its fingerprint, which checkpoints compare.
+:class:`~schedules.registry.Interval`) and its fingerprint, which checkpoints compare.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from schedules.errors import ScheduleError
-from schedules.shapes import Interval
+from schedules.registry import Interval
 
 NETWORKS: tuple[str, ...] = ("encoder", "actor", "critic")
 

@@ -54,7 +54,9 @@ class _Plan:
         stage_count: int | None,
     ) -> _Plan:
         """Check every network's intervals and build those without stage starts. Intervals
-        after a stage start are checked now too, at made-up entry steps."""
+        after a stage start are checked now too, at made-up entry steps: the build before any
+        entry (:meth:`build`) cuts a network's list at its first stage start, so it could not
+        check them."""
         stage_starts = {k: used for k, v in nets.items() if (used := _stages_named(v))}
         used = sorted({k for v in stage_starts.values() for k in v if isinstance(k, int)})
         span = total_steps or 1_000_000
@@ -138,8 +140,8 @@ class ScheduleSet(Mapping[str, Schedule]):
     def at_stages(self, entries: Mapping[int, int]) -> ScheduleSet:
         """The same preset once the curriculum has entered ``entries`` (stage -> step): stage
         starts become those steps. The LR before the newest entry does not change."""
-        if self._plan is None:
-            return self
+        if self._plan is None or dict(entries) == self.stage_entries:
+            return self  # nothing to lay out again (a fresh start: no stage entered yet)
         return ScheduleSet(
             self._plan.build(entries), base_lr=self.base_lr, total_steps=self.total_steps,
             scheduled=self.scheduled, disabled=self.disabled, knobs=self.knobs,
