@@ -92,7 +92,32 @@ class ExponentialDecay(Shape):
         else:  # reach the target (final_lr) at the end of the interval
             rate = (layout.final_lr / layout.init_lr) ** (every / (span_end - start))
         floor = _lr(item["min_lr"], f"{ipath}.min_lr") if "min_lr" in item else None
+        cls._check_stairs(rate, every, layout, f"{ipath}.{rate_key}")
         return {"decay_rate": rate, "decay_interval": every, "min_lr": floor}
+
+    @staticmethod
+    def _check_stairs(rate: float, every: int, layout: Layout, path: str) -> None:
+        """The LR stays finite on every stair: a rate > 1 grows, and an infinite LR makes every
+        weight NaN at the next step. (A rate < 1 may reach 0.0 in floating point, as torch's
+        StepLR does over a long run: allowed.)"""
+        fixes = "a decay_rate closer to 1, a longer decay_interval, a shorter interval"
+        if layout.span_end is None:
+            if rate > 1:
+                raise ScheduleError(
+                    path, f"{rate!r} > 1 on an open-ended interval of a run of unknown length: "
+                    "the LR would grow without bound; accepted: a decay_rate <= 1, or an end",
+                )  # fmt: skip
+            return
+        stairs = (layout.span_end - layout.start) // every  # the last one: the value held
+        try:  # as function() computes it; the stairs in between lie between start and this
+            last = layout.init_lr * rate**stairs
+        except OverflowError:
+            last = math.inf
+        if math.isinf(last):
+            raise ScheduleError(
+                path, f"{rate!r} every {every} step(s) from {layout.init_lr:g} takes the LR past "
+                f"the largest float by step {layout.span_end}; accepted: {fixes}",
+            )  # fmt: skip
 
     @classmethod
     def function(cls, iv: Interval) -> Callable[[int], float]:

@@ -31,8 +31,11 @@ def interval_lists(draw):
             row["final_div_factor"] = draw(st.floats(1.0, 1e4))
             row["anneal"] = draw(st.sampled_from(["cos", "linear"]))
         if kind == "exponential_decay":
-            row["decay_rate"] = draw(st.floats(0.05, 1.5))
-            row["decay_interval"] = draw(st.integers(1, 2000))
+            row["decay_rate"] = rate = draw(st.floats(0.05, 1.5))
+            row["decay_interval"] = every = draw(st.integers(1, 2000))
+            # The LR must stay a finite number > 0 (else the schedule is refused): at most
+            # ~e^600 of growth or decay over the interval (float64 ends near e^709, e^-745).
+            row["decay_interval"] = max(every, math.ceil(length * abs(math.log(rate)) / 600))
             if draw(st.booleans()):
                 row["min_lr"] = draw(lrs)
         rows.append(row)

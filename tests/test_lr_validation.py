@@ -58,6 +58,11 @@ CASES = {
         "actor.intervals[1].decay_interval", "whole number",
     ),
     "unknown_type": (with_second(type="cosine_annealing"), "actor.intervals[1].type", "accepted"),
+    # OK[1] runs [100, 200): 100 stairs of one step. 1.5 ** 100 is finite, 1e4 ** 100 is not.
+    "decay_rate_overflows": (
+        with_second(type="exponential_decay", decay_rate=1e4, decay_interval=1),
+        "actor.intervals[1].decay_rate", "past the largest float by step 200",
+    ),
     "typo_key": (with_second(decay_rat=0.9), "actor.intervals[1].decay_rat", "decay_rate"),
     "missing_start": ([{"end": 100, "lr": 1e-4}], "actor.intervals[0].start", "missing"),
     "missing_lr": ([{"start": 0, "end": 100}], "actor.intervals[0].lr", "missing"),
@@ -79,6 +84,23 @@ def test_rejected_with_key_path(case):
     assert message.startswith(f"lr_schedule.{path}: "), message
     assert words in message
     assert isinstance(err.value, ValueError)
+
+
+def test_exponential_stairs_that_stay_finite_compile_even_when_they_grow():
+    grows = compile_actor(with_second(type="exponential_decay", decay_rate=1.5, decay_interval=1))
+    assert grows["actor"](199) == pytest.approx(5e-5 * 1.5**99)
+    # Down to 0.0 in floating point, as torch's StepLR gets over a long run: allowed.
+    vanishes = compile_actor(
+        with_second(type="exponential_decay", decay_rate=1e-4, decay_interval=1)
+    )
+    assert vanishes["actor"](199) == 0.0
+    with pytest.raises(L.ScheduleError, match=r"intervals\[0\]\.decay_rate: 1.01 > 1 on an open"):
+        L.compile_schedules(  # open-ended, run length unknown: it would grow without bound
+            {"actor": {"intervals": [
+                {"type": "exponential_decay", "start": 0, "lr": 1e-4, "decay_rate": 1.01,
+                 "decay_interval": 10},
+            ]}}, base_lr=1e-4,
+        )  # fmt: skip
 
 
 def test_unknown_network_lists_accepted_names():
