@@ -6,18 +6,18 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
+import forkserver
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from lr_scheduler import NETWORKS
 from training import checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
+ENTRY = ROOT / "train_curriculum.py"
 # A few thousand frames: seconds on a laptop CPU, still every phase of the loop.
 TINY = [
     "num_train_frames=3000",
@@ -58,12 +58,8 @@ def _env(extra: dict | None) -> dict:
 
 def run_cli(*args: str, run_dir: Path | None = None, env: dict | None = None, timeout=300):
     """Run train_curriculum.py; returns the CompletedProcess (text output)."""
-    cmd = [sys.executable, str(ROOT / "train_curriculum.py"), *args]
-    if run_dir is not None:
-        cmd.append(f"hydra.run.dir={run_dir}")
-    return subprocess.run(
-        cmd, cwd=ROOT, env=_env(env), capture_output=True, text=True, timeout=timeout
-    )
+    args = [*args] if run_dir is None else [*args, f"hydra.run.dir={run_dir}"]
+    return forkserver.run(ENTRY, args, cwd=ROOT, env=_env(env), timeout=timeout)
 
 
 def finished_run(tmp_path_factory, *args: str) -> Path:
@@ -74,12 +70,11 @@ def finished_run(tmp_path_factory, *args: str) -> Path:
     return run_dir
 
 
-def start_cli(*args: str, run_dir: Path, env: dict | None = None) -> subprocess.Popen:
-    """Start train_curriculum.py in the background (to signal it); output piped."""
-    cmd = [sys.executable, str(ROOT / "train_curriculum.py"), *args, f"hydra.run.dir={run_dir}"]
-    return subprocess.Popen(
-        cmd, cwd=ROOT, env=_env(env), stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    )
+def start_cli(*args: str, run_dir: Path, env: dict | None = None):
+    """Start train_curriculum.py in the background (to signal it): a ``subprocess.Popen``-like
+    object (pid, poll, wait, send_signal, binary stdout / stderr)."""
+    args = [*args, f"hydra.run.dir={run_dir}"]
+    return forkserver.start(ENTRY, args, cwd=ROOT, env=_env(env))
 
 
 def scalars(run_dir: Path, tag: str) -> list[tuple[int, float]]:
