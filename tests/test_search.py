@@ -213,8 +213,8 @@ def test_hparams_search_runs_without_m_and_its_winner_exports_as_a_preset(tmp_pa
     presets = tmp_path / "presets"
     done = subprocess.run(
         [sys.executable, "-m", "sweeps.export", str(sweep_dir), "--name", "tuned",
-         "--trial", str(searched.number), "--dir", str(presets)],
-        cwd=ROOT, env=_env(None), capture_output=True, text=True, timeout=120,
+         "--trial", str(searched.number), "--dir", str(presets), "--recheck", "1"],
+        cwd=ROOT, env=_env(None), capture_output=True, text=True, timeout=180,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     preset = presets / "lr_schedule" / "tuned.yaml"
@@ -225,11 +225,58 @@ def test_hparams_search_runs_without_m_and_its_winner_exports_as_a_preset(tmp_pa
                       run_dir=tmp_path / "preview")  # fmt: skip
     assert preview.returncode == 0, preview.stderr[-3000:]
     assert (tmp_path / "preview" / "lr_schedule.png").exists()
-    trained = run_cli(searchpath, "lr_schedule=tuned", *PPO, "seed=0", run_dir=tmp_path / "run")
-    assert trained.returncode == 0, trained.stderr[-3000:]
-    # Trained with its default lr, the preset gives the LRs the trial's job used, step by step.
+    # --recheck trained the preset with its default lr on a fresh seed: it gave the LRs the
+    # trial's job used, step by step, and its verdict holds that run's return.
+    report = yaml.safe_load((sweep_dir / "recheck_tuned.yaml").read_text())
+    assert report["completed"] == 1 and report["seeds"] != [0]
+    rerun = next((sweep_dir / "recheck_tuned").glob("*/result.json")).parent
+    assert report["values"] == [pytest.approx(result(rerun)["final_eval_return"])]
     trial_run = job(sweep_dir, "lr_and_schedule", searched.number, 0)
     for network in ("actor", "critic", "encoder"):
-        ours = dict(scalars(tmp_path / "run", f"lr_{network}"))
+        ours = dict(scalars(rerun, f"lr_{network}"))
         assert len(ours) > 3 and ours == pytest.approx(dict(scalars(trial_run, f"lr_{network}")))
     assert json.loads((trial_run / "result.json").read_text())["status"] == "completed"
+
+
+@pytest.mark.slow
+def test_a_grid_search_on_a_journal_file_runs_each_point_once_and_resumes(tmp_path):
+    sweep_dir, journal = tmp_path / "grid", tmp_path / "shared" / "study.log"
+    args = ["hydra/sweeper=rl_optuna", "hydra.sweeper.study_name=grid", "hydra.sweeper.n_trials=9",
+            "hydra.sweeper.n_jobs=2", "hydra.sweeper.sampler.name=grid",
+            f"hydra.sweeper.storage=journal:{journal}", "hydra.sweeper.pruner.name=none",
+            "lr=choice(1e-3, 2e-3)", "num_train_frames=2048"]  # fmt: skip
+    proc = search(*args, sweep_dir=sweep_dir)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert journal.stat().st_size > 0 and not (sweep_dir / "optuna.db").exists()
+    found = trials(sweep_dir)  # read back from the journal file (search.yaml names it)
+    assert [t.state for t in found] == [TrialState.COMPLETE] * 3  # the baseline + 2 points
+    assert sorted(t.params["lr"] for t in found[1:]) == [1e-3, 2e-3]  # each point once
+    for trial in found[1:]:  # the job trained at the point's LR
+        lrs = [v for _, v in scalars(job(sweep_dir, "grid", trial.number), "lr_actor")]
+        assert lrs and lrs == pytest.approx([trial.params["lr"]] * len(lrs))
+    stamps = {p: p.stat().st_mtime_ns for p in sweep_dir.glob("grid_trial*/result.json")}
+    again = search(*args, sweep_dir=sweep_dir)  # the grid is done: nothing runs again
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert len(trials(sweep_dir)) == 3
+    assert {p: p.stat().st_mtime_ns for p in sweep_dir.glob("grid_trial*/result.json")} == stamps
+
+
+@pytest.mark.slow
+def test_cmaes_searches_the_written_space_instead_of_falling_back_to_random(tmp_path):
+    proc = search(
+        "hydra/sweeper=rl_optuna", "hydra.sweeper.study_name=cma", "hydra.sweeper.n_trials=4",
+        "hydra.sweeper.n_jobs=1", "hydra.sweeper.sampler.name=cmaes",
+        "hydra.sweeper.sampler.n_startup_trials=1", "hydra.sweeper.pruner.name=none",
+        "lr=tag(log, interval(1e-3, 3e-3))", "agent.ent_coef=interval(0.0, 0.02)",
+        "num_train_frames=1024", sweep_dir=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    baseline, *searched = trials(tmp_path)
+    assert baseline.params == {} and len(searched) == 3
+    # Each point came from the CMA-ES optimizer (it tags what it samples with its generation);
+    # with optuna's own inference the baseline's empty params left nothing for CMA-ES to search.
+    for trial in searched:
+        assert trial.state == TrialState.COMPLETE
+        assert set(trial.params) == {"lr", "agent.ent_coef"}
+        assert any(key.endswith(":generation") for key in trial.system_attrs), trial.system_attrs
+    assert "sampled independently" not in proc.stderr

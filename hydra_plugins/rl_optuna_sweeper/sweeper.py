@@ -47,6 +47,38 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def _grid_sampler(values: dict[str, list[Any]], seed: int | None):
+    """Optuna's grid sampler without the ``study.stop()`` it calls once the grid is used up:
+    that works only inside ``study.optimize``, and this sweeper asks and tells (it stops
+    asking at the grid's size itself, see ``_search``)."""
+    import optuna
+
+    class AskTellGridSampler(optuna.samplers.GridSampler):
+        def after_trial(self, study, trial, state, values) -> None:
+            pass
+
+    return AskTellGridSampler(values, seed=seed)
+
+
+def _cmaes_sampler(space: dict[str, Any], seed: int | None, n_startup_trials: int):
+    """CMA-ES over the space as written. Optuna's infers the space from the params every
+    finished trial shares, which the baseline trial (no params) makes empty: every trial would
+    then be drawn at random. Choices stay independent (CMA-ES has no categorical search)."""
+    import optuna
+    from optuna.distributions import FloatDistribution, IntDistribution
+
+    numeric = {
+        k: d for k, d in space.items()
+        if isinstance(d, (FloatDistribution, IntDistribution)) and not d.single()
+    }  # fmt: skip
+
+    class KnownSpaceCmaEsSampler(optuna.samplers.CmaEsSampler):
+        def infer_relative_search_space(self, study, trial) -> dict[str, Any]:
+            return dict(numeric)
+
+    return KnownSpaceCmaEsSampler(seed=seed, n_startup_trials=n_startup_trials)
+
+
 class RLOptunaSweeper(Sweeper):
     def __init__(self, **settings: Any):
         self.settings = OmegaConf.create(settings)
@@ -104,10 +136,10 @@ class RLOptunaSweeper(Sweeper):
         if s.name == "tpe":
             return optuna.samplers.TPESampler(seed=seed, n_startup_trials=int(s.n_startup_trials))
         if s.name == "cmaes":
-            return optuna.samplers.CmaEsSampler(seed=seed, n_startup_trials=int(s.n_startup_trials))
+            return _cmaes_sampler(space, seed, int(s.n_startup_trials))
         if s.name == "random":
             return optuna.samplers.RandomSampler(seed=seed)
-        return optuna.samplers.GridSampler(grid(space, where), seed=seed)
+        return _grid_sampler(grid(space, where), seed)
 
     # ------------------------------------------------------------------ the study
 
