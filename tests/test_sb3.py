@@ -1,6 +1,7 @@
 """Stable-Baselines3 integration (integrations/sb3.py): every SB3 optimizer step uses the
 schedule's LR for the model's global timestep, per network, and save / load / continue gives
-the same LRs as one uninterrupted learn(). Tiny budgets: CartPole PPO, Pendulum SAC."""
+the same LRs as one uninterrupted learn(). Tiny budgets: CartPole PPO and A2C (RMSprop),
+Pendulum SAC and TD3 (the actor stepping every policy_delay-th update)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import gymnasium as gym  # noqa: E402
 import torch  # noqa: E402
 from stable_baselines3 import A2C, DQN, PPO, SAC, TD3  # noqa: E402
 from stable_baselines3.common.logger import Logger, configure  # noqa: E402
+from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm  # noqa: E402
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor  # noqa: E402
 
 from integrations.sb3 import attach_schedules  # noqa: E402
@@ -24,6 +26,9 @@ from lr_scheduler import ScheduleError, ScheduleMismatchError, get_lr_scheduler 
 DECAY = get_lr_scheduler(max_lr=1e-3, min_lr=1e-5, warmup_steps=0, max_steps=100)
 PPO_STEPS = 512  # 8 updates of 64 steps; differential's boundaries fall at 154 and 256
 SAC_STEPS = 160  # 110 updates after 50 random steps
+A2C_STEPS = 128  # 16 updates of 8 steps; differential's boundaries fall at 38.4 and 64
+TD3_STEPS = 120  # 104 critic updates after 16 random steps (differential's: 36 and 60)
+TD3_LEARNING_STARTS = 16
 # differential-style for SAC: each network its own shape, plus the entropy coefficient.
 SAC_SCHEDULE = {
     "encoder": {"intervals": [{"start": 0, "lr": "${base_lr:0.8}"}]},
@@ -73,11 +78,29 @@ def make_sac() -> SAC:
     )  # fmt: skip
 
 
+def make_a2c() -> A2C:
+    return A2C(
+        "MlpPolicy", "CartPole-v1", n_steps=8, seed=0, device="cpu",
+        policy_kwargs={"features_extractor_class": TinyEncoder, "net_arch": [16]},
+    )  # fmt: skip
+
+
+def make_td3() -> TD3:
+    """TD3's default: actor and critic each with their own extractor, so ``encoder`` is a group
+    of both optimizers."""
+    return TD3(
+        "MlpPolicy", "Pendulum-v1", learning_starts=TD3_LEARNING_STARTS, batch_size=16,
+        buffer_size=TD3_STEPS, seed=0, device="cpu",
+        policy_kwargs={"features_extractor_class": TinyEncoder, "net_arch": [16, 16]},
+    )  # fmt: skip
+
+
 def optimizers(model) -> dict[str, torch.optim.Optimizer]:
-    if isinstance(model, PPO):
+    if isinstance(model, PPO | A2C):
         return {"policy": model.policy.optimizer}
     found = {"actor": model.actor.optimizer, "critic": model.critic.optimizer}
-    return {**found, "ent_coef": model.ent_coef_optimizer}
+    ent_coef = getattr(model, "ent_coef_optimizer", None)  # SAC's, with ent_coef="auto"
+    return found if ent_coef is None else {**found, "ent_coef": ent_coef}
 
 
 def record_steps(model) -> list[tuple[int, str, dict[str, float]]]:
@@ -110,17 +133,86 @@ def assert_follows(steps, schedules, networks) -> None:
     assert len({tuple(sorted(lrs.values())) for _, _, lrs in steps}) > 1
 
 
+def learn_once(make, schedule, total: int, logdir=None):
+    """One uninterrupted learn(total) with ``schedule`` attached (logging to CSV in ``logdir``
+    if given): (schedules, recorded steps, final weights)."""
+    model = make()
+    scheduled = attach_schedules(model, schedule, total_timesteps=total)
+    if logdir is not None:
+        model.set_logger(configure(str(logdir), ["csv"]))
+    steps = record_steps(model)
+    model.learn(total)
+    return scheduled, steps, weights(model)
+
+
+def assert_same_optimizers(first, loaded) -> None:
+    """``loaded`` (re-attached) has ``first``'s optimizers: class, groups (name, size), the
+    parameters in each group and every parameter's state (Adam's moments, RMSprop's
+    square_avg, the step counts)."""
+    old_optimizers, new_optimizers = optimizers(first), optimizers(loaded)
+    assert list(new_optimizers) == list(old_optimizers)
+    for label, old in old_optimizers.items():
+        new = new_optimizers[label]
+        assert type(new) is type(old), label
+        assert [(g["name"], len(g["params"])) for g in new.param_groups] == [
+            (g["name"], len(g["params"])) for g in old.param_groups
+        ]
+        for g_old, g_new in zip(old.param_groups, new.param_groups, strict=True):
+            for p_old, p_new in zip(g_old["params"], g_new["params"], strict=True):
+                assert torch.equal(p_old, p_new), (label, g_old["name"])
+                state_old, state_new = old.state[p_old], new.state[p_new]
+                assert state_old and state_new.keys() == state_old.keys(), (label, g_old["name"])
+                for key, value in state_old.items():
+                    assert torch.equal(torch.as_tensor(state_new[key]), torch.as_tensor(value)), (
+                        label, g_old["name"], key,
+                    )  # fmt: skip
+
+
+def assert_save_load_continue_matches(make, env_id, schedule, total, uninterrupted, tmp_path):
+    """learn(total // 2), save (with the replay buffer, off-policy), load, re-attach, and
+    learn(total // 2, reset_num_timesteps=False): the loaded optimizers are the saved ones and
+    every step of both halves, every group, has the LR of the uninterrupted run."""
+    first = make()
+    scheduled = attach_schedules(first, schedule, total_timesteps=total)
+    steps = record_steps(first)
+    first.learn(total // 2)
+    first.save(tmp_path / "model.zip")
+    off_policy = isinstance(first, OffPolicyAlgorithm)
+    if off_policy:
+        first.save_replay_buffer(tmp_path / "replay.pkl")
+
+    loaded = type(first).load(tmp_path / "model.zip", env=gym.make(env_id), device="cpu")
+    if off_policy:
+        loaded.load_replay_buffer(tmp_path / "replay.pkl")
+    assert loaded.num_timesteps == total // 2
+    again = attach_schedules(loaded, schedule, total_timesteps=total)
+    assert_same_optimizers(first, loaded)
+    assert again.lrs() == scheduled.lrs()
+    resumed = record_steps(loaded)
+    loaded.learn(total // 2, reset_num_timesteps=False)
+    assert resumed and steps + resumed == uninterrupted  # every step, every group
+    return loaded
+
+
+def assert_continued_learn_equals_one_learn(make, schedule, total, uninterrupted, final_weights):
+    """learn(total // 2) then learn(total // 2, reset_num_timesteps=False) in-process: the same
+    steps, LRs and final weights as one learn(total) (SB3 on CPU with a seed is deterministic)."""
+    model = make()
+    attach_schedules(model, schedule, total_timesteps=total)
+    steps = record_steps(model)
+    model.learn(total // 2)
+    model.learn(total // 2, reset_num_timesteps=False)
+    assert steps == uninterrupted
+    assert torch.equal(weights(model), final_weights)
+
+
 @pytest.fixture(scope="module")
 def ppo_run(tmp_path_factory):
     """One uninterrupted learn() with the shipped differential preset, logging to CSV."""
-    model = make_ppo()
-    scheduled = attach_schedules(model, "differential", total_timesteps=PPO_STEPS)
     logdir = tmp_path_factory.mktemp("ppo_log")
-    model.set_logger(configure(str(logdir), ["csv"]))
-    steps = record_steps(model)
-    model.learn(PPO_STEPS)
+    scheduled, steps, final_weights = learn_once(make_ppo, "differential", PPO_STEPS, logdir)
     rows = list(csv.DictReader(open(logdir / "progress.csv")))
-    return scheduled, steps, weights(model), rows
+    return scheduled, steps, final_weights, rows
 
 
 def test_ppo_every_group_steps_with_its_networks_schedule(ppo_run):
@@ -143,47 +235,53 @@ def test_ppo_every_group_steps_with_its_networks_schedule(ppo_run):
 
 def test_ppo_save_load_continue_gives_the_uninterrupted_lrs(ppo_run, tmp_path):
     _, uninterrupted, _, _ = ppo_run
-    first = make_ppo()
-    scheduled = attach_schedules(first, "differential", total_timesteps=PPO_STEPS)
-    steps = record_steps(first)
-    first.learn(PPO_STEPS // 2)
-    first.save(tmp_path / "ppo.zip")
-
-    loaded = PPO.load(tmp_path / "ppo.zip", env=gym.make("CartPole-v1"), device="cpu")
-    assert loaded.num_timesteps == PPO_STEPS // 2
-    again = attach_schedules(loaded, "differential", total_timesteps=PPO_STEPS)
-    # The same groups, parameters and Adam moments as before the save.
-    old, new = first.policy.optimizer, loaded.policy.optimizer
-    assert [(g["name"], len(g["params"])) for g in new.param_groups] == [
-        (g["name"], len(g["params"])) for g in old.param_groups
-    ]
-    for p_old, p_new in zip(first.policy.parameters(), loaded.policy.parameters(), strict=True):
-        assert torch.equal(p_old, p_new)
-        for key in ("exp_avg", "exp_avg_sq"):
-            assert torch.equal(old.state[p_old][key], new.state[p_new][key])
-    assert again.lrs() == scheduled.lrs()
-    resumed = record_steps(loaded)
-    loaded.learn(PPO_STEPS // 2, reset_num_timesteps=False)
-    assert resumed and steps + resumed == uninterrupted  # every step, every group
+    assert_save_load_continue_matches(
+        make_ppo, "CartPole-v1", "differential", PPO_STEPS, uninterrupted, tmp_path
+    )
 
 
 def test_ppo_continued_learn_equals_one_learn_weights_included(ppo_run):
     _, uninterrupted, final_weights, _ = ppo_run
-    model = make_ppo()
-    attach_schedules(model, "differential", total_timesteps=PPO_STEPS)
-    steps = record_steps(model)
-    model.learn(PPO_STEPS // 2)
-    model.learn(PPO_STEPS // 2, reset_num_timesteps=False)
-    assert steps == uninterrupted
-    assert torch.equal(weights(model), final_weights)  # SB3 on CPU with a seed is deterministic
+    assert_continued_learn_equals_one_learn(
+        make_ppo, "differential", PPO_STEPS, uninterrupted, final_weights
+    )
+
+
+@pytest.fixture(scope="module")
+def a2c_run():
+    return learn_once(make_a2c, "differential", A2C_STEPS)
+
+
+def test_a2c_every_group_steps_with_its_networks_schedule(a2c_run):
+    scheduled, steps, _ = a2c_run
+    assert isinstance(scheduled.model.policy.optimizer, torch.optim.RMSprop)  # A2C's default
+    assert scheduled.networks == ("encoder", "actor", "critic") and not scheduled.unused
+    assert [t for t, _, _ in steps] == list(range(8, A2C_STEPS + 1, 8))  # one step per rollout
+    assert_follows(steps, scheduled.schedules, ("encoder", "actor", "critic"))
+    base = 7e-4  # A2C's default learning_rate is the preset's base
+    assert steps[0][2]["encoder"] == pytest.approx(0.8 * base)
+    assert steps[0][2]["critic"] == pytest.approx(1.5 * base)
+    assert steps[-1][2]["critic"] == pytest.approx(0.5 * base)  # after run_frac 0.3
+    assert steps[-1][2]["encoder"] == pytest.approx(0.4 * base)  # after run_frac 0.5
+
+
+def test_a2c_save_load_continue_gives_the_uninterrupted_lrs(a2c_run, tmp_path):
+    _, uninterrupted, _ = a2c_run
+    assert_save_load_continue_matches(
+        make_a2c, "CartPole-v1", "differential", A2C_STEPS, uninterrupted, tmp_path
+    )  # RMSprop's square_avg included
+
+
+def test_a2c_continued_learn_equals_one_learn_weights_included(a2c_run):
+    _, uninterrupted, final_weights = a2c_run
+    assert_continued_learn_equals_one_learn(
+        make_a2c, "differential", A2C_STEPS, uninterrupted, final_weights
+    )
 
 
 @pytest.fixture(scope="module")
 def sac_run():
-    model = make_sac()
-    scheduled = attach_schedules(model, SAC_SCHEDULE, total_timesteps=SAC_STEPS)
-    steps = record_steps(model)
-    model.learn(SAC_STEPS)
+    scheduled, steps, _ = learn_once(make_sac, SAC_SCHEDULE, SAC_STEPS)
     return scheduled, steps
 
 
@@ -197,20 +295,52 @@ def test_sac_every_group_steps_with_its_networks_schedule(sac_run):
 
 def test_sac_save_load_continue_gives_the_uninterrupted_lrs(sac_run, tmp_path):
     _, uninterrupted = sac_run
-    first = make_sac()
-    attach_schedules(first, SAC_SCHEDULE, total_timesteps=SAC_STEPS)
-    steps = record_steps(first)
-    first.learn(SAC_STEPS // 2)
-    first.save(tmp_path / "sac.zip")
-    first.save_replay_buffer(tmp_path / "replay.pkl")
+    assert_save_load_continue_matches(
+        make_sac, "Pendulum-v1", SAC_SCHEDULE, SAC_STEPS, uninterrupted, tmp_path
+    )
 
-    loaded = SAC.load(tmp_path / "sac.zip", env=gym.make("Pendulum-v1"), device="cpu")
-    loaded.load_replay_buffer(tmp_path / "replay.pkl")
-    attach_schedules(loaded, SAC_SCHEDULE, total_timesteps=SAC_STEPS)
-    assert [g["name"] for g in loaded.critic.optimizer.param_groups] == ["critic"]
-    resumed = record_steps(loaded)
-    loaded.learn(SAC_STEPS // 2, reset_num_timesteps=False)
-    assert resumed and steps + resumed == uninterrupted
+
+@pytest.fixture(scope="module")
+def td3_run():
+    return learn_once(make_td3, "differential", TD3_STEPS)
+
+
+def test_td3_actor_and_critic_each_step_with_their_networks_schedule(td3_run):
+    """The critic steps once per timestep after learning_starts, the actor every policy_delay-th
+    of those updates: each optimizer's groups (encoder in both) hold the schedule's LR for the
+    timesteps at which that optimizer steps."""
+    scheduled, steps, _ = td3_run
+    model = scheduled.model
+    assert scheduled.networks == ("encoder", "actor", "critic") and not scheduled.unused
+    assert [g["name"] for g in model.actor.optimizer.param_groups] == ["encoder", "actor"]
+    assert [g["name"] for g in model.critic.optimizer.param_groups] == ["encoder", "critic"]
+    actor = [s for s in steps if s[1] == "actor"]
+    critic = [s for s in steps if s[1] == "critic"]
+    assert len(actor) + len(critic) == len(steps)
+    critic_times = [t for t, _, _ in critic]
+    assert critic_times == list(range(TD3_LEARNING_STARTS + 1, TD3_STEPS + 1))
+    delay = model.policy_delay
+    assert delay == 2 and [t for t, _, _ in actor] == critic_times[delay - 1 :: delay]
+    assert_follows(actor, scheduled.schedules, ("encoder", "actor"))
+    assert_follows(critic, scheduled.schedules, ("encoder", "critic"))
+    base = 1e-3  # TD3's default learning_rate is the preset's base
+    assert critic[-1][2] == pytest.approx({"encoder": 0.4 * base, "critic": 0.5 * base})
+    assert actor[-1][2] == pytest.approx({"encoder": 0.4 * base, "actor": 0.3 * base})
+
+
+def test_td3_save_load_continue_gives_the_uninterrupted_lrs(td3_run, tmp_path):
+    _, uninterrupted, _ = td3_run
+    loaded = assert_save_load_continue_matches(
+        make_td3, "Pendulum-v1", "differential", TD3_STEPS, uninterrupted, tmp_path
+    )  # the actor's steps included: the saved _n_updates keeps policy_delay's phase
+    assert loaded._n_updates == TD3_STEPS - TD3_LEARNING_STARTS
+
+
+def test_td3_continued_learn_equals_one_learn_weights_included(td3_run):
+    _, uninterrupted, final_weights = td3_run
+    assert_continued_learn_equals_one_learn(
+        make_td3, "differential", TD3_STEPS, uninterrupted, final_weights
+    )
 
 
 @pytest.mark.parametrize(
