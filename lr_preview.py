@@ -62,9 +62,12 @@ def _sample_steps(schedule: LRFunction, horizon: int, points: int = 2000) -> np.
 
 
 def format_preview(
-    schedules: ScheduleSet | Mapping[str, Schedule], total_steps: int | None = None
+    schedules: ScheduleSet | Mapping[str, Schedule],
+    total_steps: int | None = None,
+    entries_from: str = "the curriculum preset's expected entries",
 ) -> str:
-    """A table per network: LR at every boundary, at the end of training, min and max."""
+    """A table per network: LR at every boundary, at the end of training, min and max.
+    ``entries_from`` says where the stage entries shown come from (stage starts only)."""
     total = total_steps if total_steps is not None else getattr(schedules, "total_steps", None)
     lines = []
     if getattr(schedules, "disabled", False):
@@ -78,16 +81,17 @@ def format_preview(
         )
         lines.append(
             f"stage starts: intervals begin when the curriculum enters a stage; shown here with "
-            f"{shown} (the curriculum preset's expected entries; in training, the real ones)"
+            f"{shown} ({entries_from}; in training, the real ones)"
         )
     guard = getattr(schedules, "kl_guard", None)
     if guard is not None:
         lines.append(
             f"KL guard on for {', '.join(guard.networks)}: lr = schedule x scale, scale in "
-            f"[{guard.min_scale:g}, 1]; after each gradient step the scale is divided by "
-            f"{guard.factor:g} when approx KL > {guard.target * guard.high:g} and multiplied "
-            f"by it (up to 1) when approx KL < {guard.target * guard.low:g}. The lr stays "
-            f"between {guard.min_scale:g}x the curve below and the curve (the shaded envelope)"
+            f"[{guard.min_scale:g}, 1]; after each update (its mean approx KL) the scale is "
+            f"divided by {guard.factor:g} when approx KL > {guard.target * guard.high:g} and "
+            f"multiplied by it (up to 1) when approx KL < {guard.target * guard.low:g}. The lr "
+            f"stays between {guard.min_scale:g}x the curve below and the curve (the shaded "
+            "envelope)"
         )
     knobs = getattr(schedules, "knobs", {})
     if knobs:

@@ -48,9 +48,13 @@ def preview(cfg: DictConfig, schedules: ScheduleSet, run_dir: Path) -> None:
     """dry_run=true: print the table, write lr_schedule.png; no env, no agent."""
     import lr_preview
 
+    entries_from = "the curriculum preset's expected entries"
     if schedules.stages_used:  # stage starts: drawn at the curriculum's expected entries
-        schedules = schedules.at_stages(expected_stage_entries(cfg, schedules.stages_used))
-    print(lr_preview.format_preview(schedules))
+        entries, measured = expected_stage_entries(cfg, schedules.stages_used)
+        schedules = schedules.at_stages(entries)
+        if not measured:
+            entries_from = "evenly spaced: the curriculum preset has no expected_entry_fracs"
+    print(lr_preview.format_preview(schedules, entries_from=entries_from))
     png = run_dir / "lr_schedule.png"
     title = f"lr_schedule={HydraConfig.get().runtime.choices.get('lr_schedule')}, lr={cfg.lr}"
     lr_preview.plot_schedules(schedules, total_steps(cfg), png, title=title)
@@ -58,17 +62,18 @@ def preview(cfg: DictConfig, schedules: ScheduleSet, run_dir: Path) -> None:
     print("dry run: schedule valid; no env or agent was built")
 
 
-def expected_stage_entries(cfg: DictConfig, stages: tuple[int, ...]) -> dict[int, int]:
+def expected_stage_entries(cfg: DictConfig, stages: tuple[int, ...]) -> tuple[dict[int, int], bool]:
     """stage -> the step the preview assumes it is entered at: the curriculum preset's
-    ``expected_entry_fracs`` of the run where it has them (measured), else evenly spaced."""
+    ``expected_entry_fracs`` of the run where it has them (measured: True), else evenly
+    spaced (False)."""
     from training.run import make_curriculum
 
     curriculum = make_curriculum(cfg)  # checks expected_entry_fracs
     steps, count = total_steps(cfg), curriculum.num_stages
-    fracs = curriculum.expected_entry_fracs
+    fracs = measured = curriculum.expected_entry_fracs
     if fracs is None:  # not measured for this preset: stage k at k / count of the run
         fracs = [k / count for k in range(1, count)]
-    return {k: int(round(fracs[k - 1] * steps)) for k in stages}
+    return {k: int(round(fracs[k - 1] * steps)) for k in stages}, measured is not None
 
 
 def job_hparams(cfg: DictConfig) -> dict[str, Any]:

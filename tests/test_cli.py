@@ -282,9 +282,18 @@ def test_a_typo_in_a_preset_or_override_fails_before_anything_is_built(tmp_path,
     assert f"did you mean '{close}'" in last
 
 
-def test_unknown_top_level_key_fails_at_compose(tmp_path):
-    proc = run_cli("num_train_frame=1000", "dry_run=true", run_dir=tmp_path)
-    assert proc.returncode != 0 and "num_train_frame" in proc.stderr
+@pytest.mark.parametrize(
+    "override, message",
+    [("num_train_frame=1000", "num_train_frame: unknown key (did you mean 'num_train_frames'?); "
+                              "accepted: action_repeat, agent,"),
+     ("replay.batch_sze=64", "replay.batch_sze: unknown key (did you mean 'batch_size'?); "
+                             "accepted: batch_size, capacity, discount, nstep")],
+)  # fmt: skip
+def test_a_misspelt_run_key_exits_2_naming_its_path_before_anything(tmp_path, override, message):
+    proc = run_cli(override, "dry_run=true", run_dir=tmp_path)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert proc.stderr.strip().splitlines()[-1].startswith(f"error: invalid config: {message}")
+    assert not (tmp_path / "lr_schedule.png").exists()
 
 
 def test_kill_switch_says_so_and_trains_at_base_lr(tmp_path):

@@ -224,6 +224,13 @@ def test_preview_shows_stage_starts_at_expected_entries_and_the_guard_envelope(t
     ]
     assert [r[1] for r in rows[:2]] == ["8.0000e-05", "3.0000e-05"]
     assert (tmp_path / "s" / "lr_schedule.png").stat().st_size > 10_000
+    # conservative has no measured entries: drawn evenly spaced, and the preview says which.
+    even = run_cli("lr_schedule=stage_based", "curriculum_preset=conservative", "dry_run=true",
+                   run_dir=tmp_path / "e")  # fmt: skip
+    assert even.returncode == 0, even.stderr[-2000:]
+    assert "stage 1 at step 16667, stage 2 at step 33333, stage 3 at step 50000 (evenly spaced" in (
+        even.stdout
+    )
 
     guard = run_cli(
         "agent=ppo", "env=cartpole", "lr_schedule.kl_guard.enabled=true",
@@ -232,4 +239,5 @@ def test_preview_shows_stage_starts_at_expected_entries_and_the_guard_envelope(t
     assert guard.returncode == 0, guard.stderr[-2000:]
     assert "KL guard on for encoder, actor, critic" in guard.stdout
     assert "scale in [0.1, 1]" in guard.stdout and "approx KL > 0.02" in guard.stdout
+    assert "after each update (its mean approx KL)" in guard.stdout
     assert "KL guard envelope: min 2.5000e-05   max 2.5000e-04" in guard.stdout

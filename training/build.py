@@ -10,6 +10,7 @@ from omegaconf import DictConfig
 import training.schema  # noqa: F401  (registers the root schema before composition)
 from agents.base import agent_class
 from lr_scheduler import ScheduleSet
+from training.checks import ConfigError, check_override_keys
 from training.run import compile_run_schedules
 from training.workspace import Workspace
 
@@ -68,8 +69,23 @@ def explain_rejected_config(overrides: list[str]) -> str | None:
         compile_run_schedules(cfg)
     except ScheduleError as err:
         return f"invalid learning-rate schedule: {err}"
-    except Exception:  # composes no better without the schema: Hydra's message stands
-        return None
+    except Exception:  # composes no better without the schema: a misspelt run key?
+        pass
     finally:
         store.store(name="train_schema", node=TrainConfig)
-    return None
+    try:
+        check_override_keys(overrides, _group_dirs(overrides))
+    except ConfigError as err:
+        return f"invalid config: {err}"
+    return None  # Hydra's message stands
+
+
+def _group_dirs(overrides: list[str]) -> list[Path]:
+    """cfgs/ and the ``hydra.searchpath=[file://...]`` folders of a command line."""
+    dirs = [Path(__file__).resolve().parents[1] / "cfgs"]
+    for override in overrides:
+        key, _, value = override.partition("=")
+        if key.lstrip("+") == "hydra.searchpath":
+            dirs += [Path(p.strip()[len("file://"):]) for p in value.strip("[]").split(",")
+                     if p.strip().startswith("file://")]  # fmt: skip
+    return dirs

@@ -7,6 +7,7 @@ from __future__ import annotations
 import difflib
 import math
 from dataclasses import fields, is_dataclass
+from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig
@@ -31,15 +32,50 @@ def _unknown_keys(cfg: DictConfig, schema: type, prefix: str = "") -> None:
         if key not in known and issubclass(schema, dict):
             continue
         if key not in known:
-            close = difflib.get_close_matches(str(key), list(known), n=1)
-            hint = f" (did you mean '{close[0]}'?)" if close else ""
-            raise ConfigError(
-                path, f"unknown key{hint}; accepted: {', '.join(sorted(known))}. A key added "
-                "with '+' is not read by anything, so it is refused rather than ignored"
-            )  # fmt: skip
-        default = known[key].default_factory  # type: ignore[misc]
-        if callable(default) and is_dataclass(sub := default()):
-            _unknown_keys(cfg[key], type(sub), prefix=f"{path}.")
+            raise _unknown(path, str(key), known, "A key added with '+' is not read by anything, "
+                           "so it is refused rather than ignored")  # fmt: skip
+        if (sub := _sub_schema(known[key])) is not None:
+            _unknown_keys(cfg[key], sub, prefix=f"{path}.")
+
+
+def _unknown(path: str, key: str, known, note: str = "") -> ConfigError:
+    close = difflib.get_close_matches(key, list(known), n=1)
+    hint = f" (did you mean '{close[0]}'?)" if close else ""
+    tail = f". {note}" if note else ""
+    return ConfigError(path, f"unknown key{hint}; accepted: {', '.join(sorted(known))}{tail}")
+
+
+def _sub_schema(field_: Any) -> type | None:
+    """The dataclass a schema field holds (``replay``, ``resume``, ...), or None."""
+    default = field_.default_factory
+    if callable(default) and is_dataclass(sub := default()):
+        return type(sub)
+    return None
+
+
+def check_override_keys(overrides: list[str], group_dirs: list[Path]) -> None:
+    """A plain ``key=value`` override that names a key the schema does not declare. Hydra
+    refuses it naming the schema's class; this names the key path, a close match and what is
+    accepted. Config groups (a folder of that name in ``group_dirs``) and ``hydra.*`` are
+    Hydra's to check."""
+    for override in overrides:
+        key, eq, _ = override.partition("=")
+        if not eq or key[:1] in "+~" or "/" in key or "@" in key:
+            continue
+        root = key.split(".")[0]
+        if root == "hydra" or any((d / root).is_dir() for d in group_dirs):
+            continue
+        schema, prefix = TrainConfig, ""
+        for part in key.split("."):
+            known = {f.name: f for f in fields(schema)}
+            if part not in known:
+                if issubclass(schema, dict):
+                    break  # takes extra keys (lr_schedule: the agent's groups)
+                raise _unknown(f"{prefix}{part}", part, known)
+            schema = _sub_schema(known[part])
+            if schema is None:
+                break  # not a typed section (agent, env: their own configs)
+            prefix += f"{part}."
 
 
 def _agent(cfg: DictConfig) -> None:
