@@ -287,10 +287,12 @@ def test_a_typo_in_a_preset_or_override_fails_before_anything_is_built(tmp_path,
     [("num_train_frame=1000", "num_train_frame: unknown key (did you mean 'num_train_frames'?); "
                               "accepted: action_repeat, agent,"),
      ("replay.batch_sze=64", "replay.batch_sze: unknown key (did you mean 'batch_size'?); "
-                             "accepted: batch_size, capacity, discount, nstep")],
+                             "accepted: batch_size, capacity, discount, nstep"),
+     # A key of the chosen agent's own config (not in the root schema): checked against it.
+     ("agent=ppo agent.num_step=64", "agent.num_step: unknown key (did you mean 'num_steps'?)")],
 )  # fmt: skip
 def test_a_misspelt_run_key_exits_2_naming_its_path_before_anything(tmp_path, override, message):
-    proc = run_cli(override, "dry_run=true", run_dir=tmp_path)
+    proc = run_cli(*override.split(), "dry_run=true", run_dir=tmp_path)
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert proc.stderr.strip().splitlines()[-1].startswith(f"error: invalid config: {message}")
     assert not (tmp_path / "lr_schedule.png").exists()

@@ -73,16 +73,30 @@ def explain_rejected_config(overrides: list[str]) -> str | None:
         pass
     finally:
         store.store(name="train_schema", node=TrainConfig)
+    groups = {d.name for root in _config_dirs(overrides) if root.is_dir()
+              for d in root.iterdir() if d.is_dir()}  # fmt: skip
+    choices = [o for o in overrides if _is_group_choice(o, groups)]
     try:
-        check_override_keys(overrides, _group_dirs(overrides))
+        cfg = compose_config(choices)
+    except Exception:  # a group choice itself is wrong: Hydra's message stands
+        return None
+    try:
+        check_override_keys(overrides, cfg, groups)
     except ConfigError as err:
         return f"invalid config: {err}"
     return None  # Hydra's message stands
 
 
-def _group_dirs(overrides: list[str]) -> list[Path]:
+def _is_group_choice(override: str, groups: set[str]) -> bool:
+    """``agent=ppo``, ``encoder_bundle@agent=enc_B``, ``hydra/launcher=joblib``,
+    ``hydra.searchpath=[...]``: what selects configs rather than sets a value."""
+    key = override.partition("=")[0].lstrip("+~")
+    return key in groups or "@" in key or "/" in key or key.startswith("hydra.")
+
+
+def _config_dirs(overrides: list[str]) -> list[Path]:
     """cfgs/ and the ``hydra.searchpath=[file://...]`` folders of a command line."""
-    dirs = [Path(__file__).resolve().parents[1] / "cfgs"]
+    dirs = [CONFIG_DIR]
     for override in overrides:
         key, _, value = override.partition("=")
         if key.lstrip("+") == "hydra.searchpath":

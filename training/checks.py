@@ -7,7 +7,6 @@ from __future__ import annotations
 import difflib
 import math
 from dataclasses import fields, is_dataclass
-from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig
@@ -53,29 +52,25 @@ def _sub_schema(field_: Any) -> type | None:
     return None
 
 
-def check_override_keys(overrides: list[str], group_dirs: list[Path]) -> None:
-    """A plain ``key=value`` override that names a key the schema does not declare. Hydra
-    refuses it naming the schema's class; this names the key path, a close match and what is
-    accepted. Config groups (a folder of that name in ``group_dirs``) and ``hydra.*`` are
-    Hydra's to check."""
+def check_override_keys(overrides: list[str], cfg: DictConfig, groups: set[str]) -> None:
+    """A plain ``key=value`` override naming a key that ``cfg`` (the config composed from the
+    command line's group choices) does not have. Hydra refuses it naming the schema's class,
+    or asks for ``+``; this names the key path, a close match and what is accepted. Group
+    choices, ``hydra.*`` and ``lr_schedule.*`` (the schedule compiler's) are left alone."""
     for override in overrides:
         key, eq, _ = override.partition("=")
         if not eq or key[:1] in "+~" or "/" in key or "@" in key:
             continue
-        root = key.split(".")[0]
-        if root == "hydra" or any((d / root).is_dir() for d in group_dirs):
+        parts = key.split(".")
+        if parts[0] in ("hydra", "lr_schedule") or (len(parts) == 1 and key in groups):
             continue
-        schema, prefix = TrainConfig, ""
-        for part in key.split("."):
-            known = {f.name: f for f in fields(schema)}
-            if part not in known:
-                if issubclass(schema, dict):
-                    break  # takes extra keys (lr_schedule: the agent's groups)
-                raise _unknown(f"{prefix}{part}", part, known)
-            schema = _sub_schema(known[part])
-            if schema is None:
-                break  # not a typed section (agent, env: their own configs)
-            prefix += f"{part}."
+        node: Any = cfg
+        for depth, part in enumerate(parts):
+            if not isinstance(node, DictConfig):
+                break  # a list index or a value: not a key path to check
+            if part not in node:
+                raise _unknown(".".join(parts[: depth + 1]), part, node.keys())
+            node = node._get_node(part)  # without resolving interpolations
 
 
 def _agent(cfg: DictConfig) -> None:
