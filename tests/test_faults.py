@@ -193,6 +193,11 @@ BAD_KNOBS = {
     "replay.discount=1.5": "replay.discount",
     "+foo=1": "foo",
     "+replay.capcity=5": "replay.capcity",
+    # The agent's own knobs, against its constructor's signature and annotations.
+    "agent.hidden_dim=oops": "agent.hidden_dim",
+    "agent.feature_dim=12.5": "agent.feature_dim",  # int(12.5) would quietly train a 12
+    "agent.channels_last=1": "agent.channels_last",
+    "+agent.hiden_dim=64": "agent.hiden_dim",
 }
 
 
@@ -201,9 +206,30 @@ def test_bad_run_knobs_name_their_key(override):
     with pytest.raises(ConfigError) as err:
         check_run_config(compose_config([override]))
     assert err.value.path == BAD_KNOBS[override]
+    if override.startswith("agent."):
+        assert "(DrQV2Agent), got " in str(err.value)  # what the annotation wants, and the value
+    if override == "+agent.hiden_dim=64":
+        assert "did you mean 'hidden_dim'?" in str(err.value)
 
 
-@pytest.mark.parametrize("override", ["num_train_frames=-5", "num_eval_episodes=0", "+foo=1"])
+SHIPPED_AGENTS = [
+    [],
+    ["agent=ppo", "env=cartpole"],
+    ["experiment=ppo_mujoco"],
+    ["experiment=drqv2_dmc_pixels"],
+    ["agent=ppo", "env=cartpole_masked", "encoder_bundle@agent=gru"],
+    ["agent.amp=bf16", "agent.compile=eager"],
+]
+
+
+def test_every_shipped_agent_config_passes_the_argument_check():
+    for overrides in SHIPPED_AGENTS:
+        check_run_config(compose_config(overrides))
+
+
+@pytest.mark.parametrize(
+    "override", ["num_train_frames=-5", "num_eval_episodes=0", "+foo=1", "agent.feature_dim=12.5"]
+)
 def test_bad_run_knobs_exit_2_through_the_cli_before_any_env(tmp_path, override):
     proc = run_cli(override, "env.id=DoesNotExist-v0", run_dir=tmp_path)
     assert proc.returncode == 2, proc.stderr[-2000:]

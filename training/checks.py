@@ -5,11 +5,14 @@ validation, and fail with one `ConfigError` naming the key path and what is acce
 from __future__ import annotations
 
 import difflib
+import inspect
 import math
+import types
+import typing
 from dataclasses import fields, is_dataclass
 from typing import Any
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from training.schema import TrainConfig
 
@@ -82,7 +85,7 @@ def _agent(cfg: DictConfig) -> None:
         raise ConfigError("agent._target_", "missing; accepted: agent=drqv2, agent=ppo, or a "
                           "config naming your agents.base.Agent subclass")  # fmt: skip
     try:
-        agent_class(target)
+        cls = agent_class(target)
     except TypeError as err:
         raise ConfigError("agent._target_", str(err)) from None
     except Exception as err:  # hydra's get_class wraps the import error
@@ -94,6 +97,59 @@ def _agent(cfg: DictConfig) -> None:
             f"cannot import {target} ({type(cause).__name__}: {cause}); is "
             "its package installed or on PYTHONPATH?",
         ) from None
+    _agent_arguments(cfg.agent, cls)
+
+
+_PLAIN = (int, float, bool, str, type(None))
+
+
+def _plain_types(hint: Any) -> tuple[type, ...] | None:
+    """The plain types an annotation allows (``int``, ``float | None``, ``bool | str``), or
+    None when it allows more (a sequence, a mapping, ``Any``): not checked here."""
+    union = typing.get_origin(hint) in (typing.Union, types.UnionType)
+    allowed = typing.get_args(hint) if union else (hint,)
+    return allowed if all(a in _PLAIN for a in allowed) else None
+
+
+def _fits(value: Any, allowed: tuple[type, ...]) -> bool:
+    if isinstance(value, bool):
+        return bool in allowed  # not an int, whatever Python says
+    if isinstance(value, int) and float in allowed:
+        return True
+    return isinstance(value, allowed)
+
+
+def _agent_arguments(agent_cfg: DictConfig, cls: type) -> None:
+    """Every key of ``agent`` is an argument of the agent's constructor, and a value of the
+    plain type its annotation names (``agent.num_steps=12.5`` would otherwise be cut to 12,
+    ``agent.hidden_dim=oops`` fail inside torch). Before any env exists, like the rest."""
+    params = dict(inspect.signature(cls.__init__).parameters)
+    params.pop("self", None)
+    try:
+        hints = typing.get_type_hints(cls.__init__)
+    except Exception:  # an annotation that does not resolve at run time: types not checked
+        hints = {}
+    takes_any = any(p.kind is p.VAR_KEYWORD for p in params.values())
+    for key in agent_cfg:
+        key = str(key)
+        if key.startswith("_"):  # _target_, and Hydra's _partial_, _recursive_, _convert_
+            continue
+        if key not in params:
+            if takes_any:
+                continue
+            raise _unknown(f"agent.{key}", key, [k for k, p in params.items()
+                           if p.kind is not p.VAR_POSITIONAL],
+                           f"{cls.__name__}.__init__ takes no '{key}'")  # fmt: skip
+        allowed = _plain_types(hints[key]) if key in hints else None
+        if allowed is None or OmegaConf.is_missing(agent_cfg, key):
+            continue
+        try:
+            value = agent_cfg[key]
+        except Exception:  # an interpolation that resolves later (or fails there, by name)
+            continue
+        if not _fits(value, allowed):
+            names = " or ".join("null" if a is type(None) else a.__name__ for a in allowed)
+            raise ConfigError(f"agent.{key}", f"expected {names} ({cls.__name__}), got {value!r}")
 
 
 def _at_least(cfg: DictConfig, path: str, low: int, what: str) -> None:
