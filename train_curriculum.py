@@ -48,13 +48,13 @@ def preview(cfg: DictConfig, schedules: ScheduleSet, run_dir: Path) -> None:
     """dry_run=true: print the table, write lr_schedule.png; no env, no agent."""
     import lr_preview
 
-    entries_from = "the curriculum preset's expected entries"
+    said = {}  # where the stage entries shown come from, when not the preset's measured ones
     if schedules.stages_used:  # stage starts: drawn at the curriculum's expected entries
         entries, measured = expected_stage_entries(cfg, schedules.stages_used)
         schedules = schedules.at_stages(entries)
         if not measured:
-            entries_from = "evenly spaced: the curriculum preset has no expected_entry_fracs"
-    print(lr_preview.format_preview(schedules, entries_from=entries_from))
+            said["entries_from"] = "evenly spaced: the preset has no expected_entry_fracs"
+    print(lr_preview.format_preview(schedules, **said))
     png = run_dir / "lr_schedule.png"
     title = f"lr_schedule={HydraConfig.get().runtime.choices.get('lr_schedule')}, lr={cfg.lr}"
     lr_preview.plot_schedules(schedules, total_steps(cfg), png, title=title)

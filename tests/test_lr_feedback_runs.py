@@ -228,9 +228,8 @@ def test_preview_shows_stage_starts_at_expected_entries_and_the_guard_envelope(t
     even = run_cli("lr_schedule=stage_based", "curriculum_preset=conservative", "dry_run=true",
                    run_dir=tmp_path / "e")  # fmt: skip
     assert even.returncode == 0, even.stderr[-2000:]
-    assert "stage 1 at step 16667, stage 2 at step 33333, stage 3 at step 50000 (evenly spaced" in (
-        even.stdout
-    )
+    shown = "stage 1 at step 16667, stage 2 at step 33333, stage 3 at step 50000 (evenly spaced:"
+    assert shown in even.stdout
 
     guard = run_cli(
         "agent=ppo", "env=cartpole", "lr_schedule.kl_guard.enabled=true",

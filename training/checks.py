@@ -4,7 +4,6 @@ validation, and fail with one `ConfigError` naming the key path and what is acce
 
 from __future__ import annotations
 
-import difflib
 import inspect
 import math
 import types
@@ -14,6 +13,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from schedules.errors import _accepted
 from training.schema import TrainConfig
 
 
@@ -41,10 +41,8 @@ def _unknown_keys(cfg: DictConfig, schema: type, prefix: str = "") -> None:
 
 
 def _unknown(path: str, key: str, known, note: str = "") -> ConfigError:
-    close = difflib.get_close_matches(key, list(known), n=1)
-    hint = f" (did you mean '{close[0]}'?)" if close else ""
     tail = f". {note}" if note else ""
-    return ConfigError(path, f"unknown key{hint}; accepted: {', '.join(sorted(known))}{tail}")
+    return ConfigError(path, f"unknown key{_accepted(key, sorted(known))}{tail}")
 
 
 def _sub_schema(field_: Any) -> type | None:
