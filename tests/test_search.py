@@ -18,7 +18,7 @@ from pathlib import Path
 import optuna
 import pytest
 import yaml
-from cli import ROOT, _env, result, run_cli, scalars
+from cli import ROOT, _env, latest, optimizer_lrs, result, run_cli, scalars
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
@@ -235,6 +235,8 @@ def test_hparams_search_runs_without_m_and_its_winner_exports_as_a_preset(tmp_pa
     for network in ("actor", "critic", "encoder"):
         ours = dict(scalars(rerun, f"lr_{network}"))
         assert len(ours) > 3 and ours == pytest.approx(dict(scalars(trial_run, f"lr_{network}")))
+    # The optimizers' saved state ends at the trial's LRs too (the bytes on disk, not the log).
+    assert optimizer_lrs(latest(rerun)) == pytest.approx(optimizer_lrs(latest(trial_run)))
     assert json.loads((trial_run / "result.json").read_text())["status"] == "completed"
 
 
@@ -252,8 +254,11 @@ def test_a_grid_search_on_a_journal_file_runs_each_point_once_and_resumes(tmp_pa
     assert [t.state for t in found] == [TrialState.COMPLETE] * 3  # the baseline + 2 points
     assert sorted(t.params["lr"] for t in found[1:]) == [1e-3, 2e-3]  # each point once
     for trial in found[1:]:  # the job trained at the point's LR
-        lrs = [v for _, v in scalars(job(sweep_dir, "grid", trial.number), "lr_actor")]
+        run = job(sweep_dir, "grid", trial.number)
+        lrs = [v for _, v in scalars(run, "lr_actor")]
         assert lrs and lrs == pytest.approx([trial.params["lr"]] * len(lrs))
+        held = optimizer_lrs(latest(run))  # what the saved optimizer state holds, on disk
+        assert held == pytest.approx({n: trial.params["lr"] for n in held}) and len(held) == 3
     stamps = {p: p.stat().st_mtime_ns for p in sweep_dir.glob("grid_trial*/result.json")}
     again = search(*args, sweep_dir=sweep_dir)  # the grid is done: nothing runs again
     assert again.returncode == 0, again.stderr[-3000:]
